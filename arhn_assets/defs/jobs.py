@@ -1,0 +1,12 @@
+"""The main job: every asset of the pipeline for one dataset partition."""
+
+import dagster as dg
+
+from arhn_assets.defs.partitions import dataset_partitions
+
+arhn_pipeline = dg.define_asset_job(
+    "arhn_pipeline",
+    selection=dg.AssetSelection.all(),
+    partitions_def=dataset_partitions,
+    description="Ingest, mine and (as later stages land) relabel, train and evaluate one dataset.",
+)

@@ -1,0 +1,73 @@
+"""`mined_negatives`: the scored candidate set (positives + hard negatives) of every query."""
+
+import time
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+
+from arhn_assets.core.mining import MiningConfig, mine_negatives
+from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.defs.resources import ArhnStorage, EmbeddingModel
+from arhn_assets.metadata import markdown_preview, rounded
+
+
+class MiningRunConfig(dg.Config):
+    """Same names and meaning as sentence_transformers.util.mine_hard_negatives."""
+
+    num_negatives: int = 10
+    relative_margin: float | None = 0.05
+    absolute_margin: float | None = None
+    max_score: float | None = None
+    min_score: float | None = None
+    range_min: int = 0
+    range_max: int | None = None
+    sampling_strategy: Literal["top", "random"] = "top"
+    seed: int = 42
+    search: Literal["exact", "faiss"] = "exact"
+    faiss_index: str = "Flat"
+    provided_negatives: Literal["keep", "filter", "ignore"] = "keep"
+    mine_from_corpus: Literal["auto", "always", "never"] = "auto"
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="mining",
+    kinds={"sentence-transformers", "polars", "parquet"},
+    ins={"raw_triplets": dg.AssetIn(), "raw_passages": dg.AssetIn()},
+)
+def mined_negatives(
+    context: dg.AssetExecutionContext,
+    config: MiningRunConfig,
+    storage: ArhnStorage,
+    embedding_model: EmbeddingModel,
+    raw_triplets: pl.DataFrame,
+    raw_passages: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    started = time.perf_counter()
+    encoder = embedding_model.encoder(storage.paths.embedding_cache_dir)
+    result = mine_negatives(raw_triplets, raw_passages, encoder, MiningConfig(**config.model_dump()))
+    stats = result.stats
+    encode = stats.encode.get("document", {})
+    context.log.info("mined %s negatives for %s queries", stats.negatives, stats.queries)
+    return dg.Output(
+        result.candidates,
+        metadata={
+            "queries": stats.queries,
+            "queries_searched": stats.queries_searched,
+            "negatives": stats.negatives,
+            "removed_by_filter": stats.removed,
+            "queries_short_of_negatives": stats.queries_short_of_negatives,
+            "queries_without_negatives": stats.queries_without_negatives,
+            "range_max": stats.range_max,
+            "scores": rounded(stats.scores),
+            "model": encoder.fingerprint,
+            "precision": encoder.spec.precision,
+            "passages_encoded": encode.get("encoded", 0),
+            "embedding_cache_hits": encode.get("cache_hits", 0),
+            "encode_passages_per_second": round(encode.get("texts_per_second", 0.0), 1),
+            "search_seconds": round(stats.search_seconds, 3),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            "preview": markdown_preview(result.candidates),
+        },
+    )

@@ -1,0 +1,24 @@
+"""Dagster metadata helpers shared by the asset wiring (previews, rounded numbers)."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+
+def markdown_preview(frame: pl.DataFrame, rows: int = 10, max_text: int = 80) -> dg.MarkdownMetadataValue:
+    """The first rows as a markdown table, long texts and lists cut so the UI stays readable."""
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_cols=-1,
+        tbl_rows=rows,
+        fmt_str_lengths=max_text,
+        fmt_table_cell_list_len=4,
+    ):
+        return dg.MetadataValue.md(str(frame.head(rows)))
+
+
+def rounded(values: dict, digits: int = 4) -> dict:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
