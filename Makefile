@@ -1,0 +1,44 @@
+# The two commands of the README: `make run` (set up, then run the main job on SciFact) and
+# `make test`. Both are idempotent: the environment is rebuilt only when pyproject.toml changes.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel goes in first: anything that asks for torch later is then satisfied, instead of
+# pip resolving it to the newest CUDA build (several GB).
+TORCH_SPEC ?= torch==2.13.0
+DATASET ?= scifact
+
+export ARHN_HOME ?= $(CURDIR)/data
+SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
+export ARHN_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/scifact/queries.jsonl),$(SHARED_DATA),$(ARHN_HOME)/datasets)
+export DAGSTER_HOME ?= $(ARHN_HOME)/dagster
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup run test dev bench
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+setup: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+run: setup
+	$(BIN)/arhn run --dataset $(DATASET)
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+dev: setup
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: setup
+	$(BIN)/python benchmarks/mining.py
