@@ -9,7 +9,6 @@ the valid lines are kept. beir's own `util.download_and_unzip` fetches missing d
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 from collections.abc import Iterator
@@ -105,8 +104,10 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, LineIssue | None]
     that line only. Blank lines are skipped; a UTF-8 BOM on the first line is tolerated.
     """
     opener = gzip.open if path.suffix == ".gz" else open
+    # Iterate the file object itself: an extra io.BufferedReader around a GzipFile drops the
+    # complete lines it had already read when a truncated gzip raises EOFError mid-chunk.
     with opener(path, "rb") as raw:
-        for number, line in enumerate(io.BufferedReader(raw), start=1):
+        for number, line in enumerate(raw, start=1):
             if number == 1 and line.startswith(b"\xef\xbb\xbf"):
                 line = line[3:]
             if not line.strip():

@@ -114,7 +114,7 @@ class MiningResult:
 
 
 @dataclass
-class _Corpus:
+class DedupedCorpus:
     """Passages de-duplicated by text: `texts[j]`, with `first_id[j]` standing for text j."""
 
     texts: list[str]
@@ -122,7 +122,7 @@ class _Corpus:
     text_of_doc: dict[str, int]
 
     @classmethod
-    def build(cls, passages: pl.DataFrame) -> _Corpus:
+    def build(cls, passages: pl.DataFrame) -> DedupedCorpus:
         texts: list[str] = []
         first_id: list[str] = []
         index: dict[str, int] = {}
@@ -138,9 +138,13 @@ class _Corpus:
         return cls(texts, first_id, text_of_doc)
 
 
-def _search(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, config: MiningConfig):
-    """Top-k (scores, text indices) per query, padded with (-inf, -1) up to k columns."""
+def _search(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, config: MiningConfig, tracked: list[list[int]]):
+    """Top-k (scores, text indices) per query, padded with (-inf, -1) up to k columns, and for
+    the `tracked` text indices of each query (positives, provided negatives) their (scores,
+    exact 1-based ranks), read from the same similarity rows so ranks agree with the search.
+    FAISS does not expose whole rows, so there tracked scores are computed apart, ranks None."""
     n = corpus_emb.shape[0]
+    tracked_out: list[tuple[np.ndarray, np.ndarray | None]] = []
     if config.search == "faiss":
         import faiss
 
@@ -151,25 +155,23 @@ def _search(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, config: Minin
         scores, indices = index.search(query_emb, min(k, n))
         scores, indices = torch.from_numpy(scores), torch.from_numpy(indices)
         scores[indices < 0] = -math.inf
+        tracked_out = [(corpus_emb[idx] @ q, None) for q, idx in zip(query_emb, tracked)]
     else:
         corpus = torch.from_numpy(corpus_emb)
         parts = []
         for start in range(0, len(query_emb), config.query_chunk_size):
             chunk = torch.from_numpy(query_emb[start : start + config.query_chunk_size]) @ corpus.T
             parts.append(torch.topk(chunk, k=min(k, n), dim=1))
+            for row, idx in zip(chunk, tracked[start : start + config.query_chunk_size]):
+                values = row[idx]
+                tracked_out.append((values.numpy(), ((row[None, :] > values[:, None]).sum(1) + 1).numpy()))
         scores = torch.cat([p.values for p in parts]) if parts else torch.empty(0, min(k, n))
         indices = torch.cat([p.indices for p in parts]) if parts else torch.empty(0, min(k, n), dtype=torch.long)
     if scores.shape[1] < k:
         pad = k - scores.shape[1]
         scores = torch.cat([scores, scores.new_full((scores.shape[0], pad), -math.inf)], dim=1)
         indices = torch.cat([indices, indices.new_full((indices.shape[0], pad), -1)], dim=1)
-    return scores, indices.long()
-
-
-def _exact_ranks(query_emb: np.ndarray, corpus_emb: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """1-based rank each score would have in an exhaustive search of the corpus for this query."""
-    full = corpus_emb @ query_emb
-    return (full[None, :] > scores[:, None]).sum(axis=1) + 1
+    return scores, indices.long(), tracked_out
 
 
 def _score_filters(scores: torch.Tensor, min_pos: torch.Tensor, config: MiningConfig) -> dict[str, torch.Tensor]:
@@ -197,7 +199,7 @@ def mine_negatives(
     stats = MiningStats(queries=triplets.height, corpus_passages=passages.height)
     stats.removed = {"positive": 0, "provided_is_positive": 0, **{f: 0 for f in FILTERS}, "range_min": 0}
     stats.negatives = {"mined": 0, "provided": 0}
-    corpus = _Corpus.build(passages)
+    corpus = DedupedCorpus.build(passages)
     stats.unique_passage_texts = len(corpus.texts)
 
     rows = triplets.select("dataset", "query_id", "query_text", "positive_ids", "provided_negative_ids").to_dicts()
@@ -244,14 +246,21 @@ def mine_negatives(
     query_emb = encoder.encode([r["query_text"] for r in rows], "query") if rows else np.zeros((0, corpus_emb.shape[1]), np.float32)
     stats.encode = {role: asdict(s) | {"texts_per_second": s.texts_per_second} for role, s in encoder.stats.items()}
 
-    positive_scores = [corpus_emb[pos] @ query_emb[i] for i, pos in enumerate(positives)]
-    min_pos = np.array([s.min() for s in positive_scores], dtype=np.float32)
+    own_ids = [list(dict.fromkeys(r["positive_ids"])) for r in rows]
+    # Scores and exact ranks of each query's own positives, then its provided negatives.
+    tracked = [[corpus.text_of_doc[d] for d in own] + [j for _, j in given] for own, given in zip(own_ids, provided)]
+    scored: dict[int, tuple[np.ndarray, np.ndarray | None]] = {
+        i: (corpus_emb[idx] @ query_emb[i], None) for i, idx in enumerate(tracked)
+    }
+    union_scores = [corpus_emb[pos] @ query_emb[i] for i, pos in enumerate(positives)]
+    min_pos = np.array([s.min() for s in union_scores], dtype=np.float32)
 
     started = time.perf_counter()
     mined: dict[int, list[tuple[int, int, float]]] = {}  # query row -> [(text index, rank, score)]
     if search_rows:
         k = range_max + stats.max_positives
-        scores, indices = _search(query_emb[search_rows], corpus_emb, k, config)
+        scores, indices, tracked_scores = _search(query_emb[search_rows], corpus_emb, k, config, [tracked[i] for i in search_rows])
+        scored.update(zip(search_rows, tracked_scores))
         stats.candidates_considered = int(torch.isfinite(scores).sum())
         positive_mask = torch.stack([torch.isin(indices[n], torch.tensor(positives[i])) for n, i in enumerate(search_rows)])
         stats.removed["positive"] = int((positive_mask & torch.isfinite(scores)).sum())
@@ -280,10 +289,11 @@ def mine_negatives(
     margins: list[float] = []
     for i, r in enumerate(rows):
         searched = i in mined
-        pos_ids = list(dict.fromkeys(r["positive_ids"]))
-        pos_scores = corpus_emb[[corpus.text_of_doc[d] for d in pos_ids]] @ query_emb[i]
-        given = provided[i]
-        given_scores = corpus_emb[[j for _, j in given]] @ query_emb[i] if given else np.zeros(0, np.float32)
+        pos_ids, given = own_ids[i], provided[i]
+        values, ranks = scored[i]
+        ranks = ranks if ranks is not None else [None] * len(values)
+        pos_scores, pos_ranks = values[: len(pos_ids)], ranks[: len(pos_ids)]
+        given_scores, given_ranks = values[len(pos_ids) :], ranks[len(pos_ids) :]
         if config.provided_negatives == "filter" and given:
             drop = np.zeros(len(given), dtype=bool)
             for name, mask in _score_filters(torch.from_numpy(given_scores), torch.tensor(min_pos[i]), config).items():
@@ -292,9 +302,7 @@ def mine_negatives(
                 drop |= mask
             given = [g for g, d in zip(given, drop) if not d]
             given_scores = given_scores[~drop]
-        exact = searched and config.search == "exact"
-        pos_ranks = _exact_ranks(query_emb[i], corpus_emb, pos_scores) if exact else [None] * len(pos_ids)
-        given_ranks = _exact_ranks(query_emb[i], corpus_emb, given_scores) if exact else [None] * len(given)
+            given_ranks = [r for r, d in zip(given_ranks, drop) if not d]
         for doc_id, rank, score in zip(pos_ids, pos_ranks, pos_scores):
             out.append((r["dataset"], r["query_id"], doc_id, "positive", rank, float(score), float(min_pos[i])))
         taken = set()
@@ -315,7 +323,8 @@ def mine_negatives(
         margins.extend(float(min_pos[i]) - s for s in row_negatives)
 
     candidates = pl.DataFrame(out, schema=CANDIDATES_SCHEMA, orient="row")
-    stats.scores = _score_summary(np.concatenate(positive_scores) if positive_scores else np.zeros(0), negative_scores, margins)
+    own_positive_scores = [scored[i][0][: len(own_ids[i])] for i in range(len(rows))]
+    stats.scores = _score_summary(np.concatenate(own_positive_scores) if rows else np.zeros(0), negative_scores, margins)
     return MiningResult(candidates=candidates, stats=stats)
 
 
