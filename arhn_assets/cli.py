@@ -37,6 +37,14 @@ def add_datasets(instance: dg.DagsterInstance, names: list[str]) -> list[str]:
     return new
 
 
+def failure_message(event: dg.DagsterEvent) -> str:
+    """The user's own error of a failed step: Dagster wraps it in DagsterExecutionStepExecutionError."""
+    error = event.step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, selection: str | None) -> bool:
     from arhn_assets.definitions import defs
 
@@ -51,7 +59,7 @@ def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, s
     result = job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config, raise_on_error=False)
     for event in result.all_events:
         if event.is_step_failure:
-            print(f"arhn: step {event.step_key} failed: {event.event_specific_data.error.message.strip()}", file=sys.stderr)
+            print(f"arhn: step {event.step_key} failed: {failure_message(event)}", file=sys.stderr)
     return result.success
 
 

@@ -71,6 +71,15 @@ class IngestResult:
                 .head(10)
             )
             lines = [f"  {r['file']} [{r['field']}] {r['reason']} ({r['len']} rows)" for r in reasons.iter_rows(named=True)]
+            # Name every such file, also one with no quarantine row (an empty file) or whose
+            # reasons fell outside the first ten.
+            named = set(reasons["file"])
+            counts = dict(self.quarantine.group_by("file").len().iter_rows())
+            lines += [
+                f"  {f} ({counts[f]} quarantined rows)" if counts.get(f) else f"  {f} (no rows at all: an empty file?)"
+                for f in self.files_without_valid_rows
+                if f not in named
+            ]
             return (
                 f"{len(self.files_without_valid_rows)} landed file(s) of dataset {self.dataset!r} have no valid row; "
                 "valid rows of other files and the quarantine table were kept. First reasons:\n" + "\n".join(lines)

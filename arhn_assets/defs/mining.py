@@ -1,33 +1,26 @@
 """`mined_negatives`: the scored candidate set (positives + hard negatives) of every query."""
 
+import dataclasses
 import time
-from typing import Literal
+import typing
 
 import dagster as dg
 import polars as pl
+import pydantic
 
 from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage, EmbeddingModel
 from arhn_assets.metadata import markdown_preview, rounded
 
-
-class MiningRunConfig(dg.Config):
-    """Same names and meaning as sentence_transformers.util.mine_hard_negatives."""
-
-    num_negatives: int = 10
-    relative_margin: float | None = 0.05
-    absolute_margin: float | None = None
-    max_score: float | None = None
-    min_score: float | None = None
-    range_min: int = 0
-    range_max: int | None = None
-    sampling_strategy: Literal["top", "random"] = "top"
-    seed: int = 42
-    search: Literal["exact", "faiss"] = "exact"
-    faiss_index: str = "Flat"
-    provided_negatives: Literal["keep", "filter", "ignore"] = "keep"
-    mine_from_corpus: Literal["auto", "always", "never"] = "auto"
+# One source of truth for the options: the Dagster config is built from the dataclass, so the
+# names, types and defaults are those of core.mining (and of sentence-transformers).
+MiningRunConfig = pydantic.create_model(
+    "MiningRunConfig",
+    __base__=dg.Config,
+    __doc__="Same names and meaning as sentence_transformers.util.mine_hard_negatives.",
+    **{f.name: (typing.get_type_hints(MiningConfig)[f.name], f.default) for f in dataclasses.fields(MiningConfig)},
+)
 
 
 @dg.asset(
@@ -44,6 +37,8 @@ def mined_negatives(
     raw_triplets: pl.DataFrame,
     raw_passages: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
+    """Every query's scored candidate set: its positives (source 'positive') and its hard
+    negatives, mined from the corpus ('mined') or taken from landed files ('provided')."""
     started = time.perf_counter()
     encoder = embedding_model.encoder(storage.paths.embedding_cache_dir)
     result = mine_negatives(raw_triplets, raw_passages, encoder, MiningConfig(**config.model_dump()))

@@ -1,0 +1,52 @@
+"""Shared fixtures: where the real (read-only) shared data lives, and an ArhnPaths per test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from arhn_assets.core.paths import ArhnPaths
+
+DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder: $ARHN_TEST_DATA, else <repo>/../shared/data.
+
+    Missing data fails the run under CI (where it must be present) and skips elsewhere.
+    """
+    folder = Path(os.environ.get("ARHN_TEST_DATA") or DEFAULT_SHARED_DATA)
+    if not folder.is_dir():
+        message = (
+            f"shared test data not found at {folder} (expected scifact/, bge_examples/, "
+            "rlhn_llm_judgments/ there); set ARHN_TEST_DATA to the folder that holds them"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture
+def arhn_paths(tmp_path: Path, shared_data: Path) -> ArhnPaths:
+    return ArhnPaths(home=tmp_path / "home", data_dir=shared_data)
+
+
+@pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory) -> Path:
+    """One embedding cache for the whole run: the SciFact corpus is encoded once, not per test."""
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture
+def lake_home(tmp_path: Path, shared_data: Path, embedding_cache: Path, monkeypatch) -> Path:
+    """ARHN_HOME for Dagster runs in this test, sharing the session's embedding cache."""
+    home = tmp_path / "home"
+    (home / "cache").mkdir(parents=True)
+    (home / "cache" / "embeddings").symlink_to(embedding_cache, target_is_directory=True)
+    monkeypatch.setenv("ARHN_HOME", str(home))
+    monkeypatch.setenv("ARHN_DATA_DIR", str(shared_data))
+    return home
