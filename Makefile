@@ -16,7 +16,7 @@ export DAGSTER_HOME ?= $(ARHN_HOME)/dagster
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test dev bench
+.PHONY: setup run test dev bench warehouse
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,6 @@ dev: setup
 
 bench: setup
 	$(BIN)/python benchmarks/mining.py
+
+warehouse: setup
+	$(BIN)/dbt build --project-dir dbt --profiles-dir dbt

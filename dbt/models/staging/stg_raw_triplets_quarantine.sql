@@ -1,0 +1,1 @@
+select * from {{ source('lake', 'raw_triplets_quarantine') }}
