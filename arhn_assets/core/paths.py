@@ -44,7 +44,7 @@ class ArhnPaths:
     def from_env(cls) -> ArhnPaths:
         home = Path(os.environ.get("ARHN_HOME") or "data")
         data_dir = Path(os.environ.get("ARHN_DATA_DIR") or home / "datasets")
-        return cls(home=home.absolute(), data_dir=data_dir.absolute())
+        return cls(home=home.resolve(), data_dir=data_dir.resolve())
 
     def lake_partition(self, asset: str, dataset: str) -> Path:
         return self.home / "lake" / asset / f"dataset={validate_dataset_key(dataset)}"

@@ -10,15 +10,6 @@ from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
 
 
-def resolve_paths(home: str, data_dir: str) -> ArhnPaths:
-    """Configured values win; empty ones fall back to ARHN_HOME / ARHN_DATA_DIR at run time."""
-    from_env = ArhnPaths.from_env()
-    return ArhnPaths(
-        home=Path(home).absolute() if home else from_env.home,
-        data_dir=Path(data_dir).absolute() if data_dir else from_env.data_dir,
-    )
-
-
 class ArhnStorage(dg.ConfigurableResource):
     """Roots of arhn's files. Empty means: read ARHN_HOME (default ./data) and ARHN_DATA_DIR."""
 
@@ -27,7 +18,12 @@ class ArhnStorage(dg.ConfigurableResource):
 
     @property
     def paths(self) -> ArhnPaths:
-        return resolve_paths(self.home, self.data_dir)
+        """Configured values win; empty ones are read from the environment at run time."""
+        from_env = ArhnPaths.from_env()
+        return ArhnPaths(
+            home=Path(self.home).resolve() if self.home else from_env.home,
+            data_dir=Path(self.data_dir).resolve() if self.data_dir else from_env.data_dir,
+        )
 
 
 class LakeIOManager(dg.ConfigurableIOManager):
@@ -37,13 +33,13 @@ class LakeIOManager(dg.ConfigurableIOManager):
     DuckDB IO managers would make Dagster a second writer of the warehouse that dbt owns.
     """
 
-    home: str = ""
+    storage: dg.ResourceDependency[ArhnStorage]
 
     def _partition_dir(self, context: dg.OutputContext | dg.InputContext) -> Path:
         if not context.has_asset_partitions:
             raise ValueError(f"{context.asset_key.to_user_string()} must be partitioned by dataset to live in the lake")
         dataset = validate_dataset_key(context.asset_partition_key)
-        return resolve_paths(self.home, "").lake_partition("/".join(context.asset_key.path), dataset)
+        return self.storage.paths.lake_partition("/".join(context.asset_key.path), dataset)
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame) -> None:
         path = write_partition(obj, self._partition_dir(context))
@@ -84,10 +80,11 @@ class EmbeddingModel(dg.ConfigurableResource):
 
 @dg.definitions
 def resources() -> dg.Definitions:
+    storage = ArhnStorage()
     return dg.Definitions(
         resources={
-            "io_manager": LakeIOManager(),
-            "storage": ArhnStorage(),
+            "io_manager": LakeIOManager(storage=storage),
+            "storage": storage,
             "embedding_model": EmbeddingModel(),
         }
     )
