@@ -1,0 +1,79 @@
+"""Prompts as versioned data: the YAML templates in `prompt_templates/`, rendered into chat messages.
+
+A rendered prompt carries its template name and version and a hash of its messages; the LLM
+call cache keys on those, so editing a template (and bumping its version) never serves stale
+answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+TEMPLATE_DIR = Path(__file__).parent / "prompt_templates"
+BRACKETED_NUMBER = re.compile(r"\[(\d+)\]")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    template: str
+    version: int
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    max_new_tokens: int
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.messages, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+    def as_chat(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+@cache
+def load_template(name: str, directory: Path = TEMPLATE_DIR) -> dict:
+    path = directory / f"{name}.yaml"
+    template = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if template.get("name") != name or not isinstance(template.get("version"), int):
+        raise ValueError(f"{path}: a template needs 'name: {name}' and an integer 'version'")
+    return template
+
+
+def truncate_words(text: str, max_words: int) -> str:
+    words = text.split()
+    return " ".join(words[:max_words])
+
+
+def sanitize_passage(text: str) -> str:
+    """`[3]` inside a passage would read as a candidate id in the ranking; write it as `(3)`."""
+    return BRACKETED_NUMBER.sub(r"(\1)", text)
+
+
+def snippet_prompt(query: str, passage: str, max_words: int = 300, template: str = "answer_snippet") -> Prompt:
+    spec = load_template(template)
+    user = spec["user"].format(query=query.strip(), passage=truncate_words(passage, max_words))
+    return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), spec["max_new_tokens"])
+
+
+def ranking_prompt(
+    query: str, passages: list[str], max_words: int = 100, template: str = "answerability_ranking"
+) -> Prompt:
+    """RankGPT layout: `[1] passage` … for the window's passages, in the order given."""
+    spec = load_template(template)
+    query = query.strip()
+    lines = [
+        spec["passage"].format(id=i, passage=sanitize_passage(truncate_words(text, max_words)))
+        for i, text in enumerate(passages, start=1)
+    ]
+    user = "\n".join([
+        spec["prefix"].format(num=len(passages), query=query),
+        *lines,
+        spec["suffix"].format(num=len(passages), query=query),
+    ])
+    budget = spec["max_new_tokens_per_passage"] * len(passages) + 8
+    return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), budget)

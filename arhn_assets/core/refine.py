@@ -1,0 +1,172 @@
+"""Stage 3, refine: turn snippets and rankings into relabel decisions and refined triplets.
+
+Per query, `positive_rank` is the LLM rank of its best-ranked original positive (a negative must
+beat every original positive to be relabeled: the conservative reading of "ranked above the
+positive"). For each mined or provided negative:
+- it is *relabel-flagged* when ranked above `positive_rank` (and, with
+  `relabel_requires_snippet`, also carries a grounded snippet);
+- it is *filter-flagged* when ranked below and carries a grounded snippet: it answers the query,
+  just less directly, so it is neither a clean negative nor a preferred positive.
+
+Configurations (ARHN's, plus RLHN's for comparison, castorini/rlhn `techniques.py`):
+- `baseline`: the mined set unchanged;
+- `R`: relabel-flagged negatives become positives;  `F`: filter-flagged negatives are dropped;
+- `R+F`: both;
+- `remove`: a query with any flagged negative is dropped whole;
+- `hn_remove`: every flagged negative is dropped.
+Every configuration but `baseline` drops a query with more than `max_flagged` of the negatives it
+acts on flagged (RLHN's threshold, 8; R counts relabel flags, F filter flags, the others both). A query whose ranking is invalid keeps its labels unchanged and is counted;
+a query left without negatives is kept (in-batch negatives still train it) or dropped, as
+configured, and counted either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+CONFIGS = ("baseline", "R", "F", "R+F", "remove", "hn_remove")
+Decision = Literal["keep_negative", "relabel_positive", "filter_ambiguous", "keep_positive"]
+
+# Which flags count towards `max_flagged` (and towards `remove`), as RLHN's filter_string does.
+FLAGS_COUNTED = {
+    "baseline": set(), "R": {"relabel"}, "F": {"filter"},
+    "R+F": {"relabel", "filter"}, "remove": {"relabel", "filter"}, "hn_remove": {"relabel", "filter"},
+}
+DECISIONS_SCHEMA = {
+    "dataset": pl.String,
+    "config": pl.String,
+    "query_id": pl.String,
+    "doc_id": pl.String,
+    "original_label": pl.String,  # positive | negative
+    "has_snippet": pl.Boolean,
+    "snippet_status": pl.String,
+    "llm_rank": pl.Int64,  # 1-based rank in the LLM's answerability ranking
+    "positive_rank": pl.Int64,
+    "ranking_status": pl.String,
+    "decision": pl.String,
+    "query_kept": pl.Boolean,
+    "query_note": pl.String,  # why a query was dropped or left unchanged; null otherwise
+}
+REFINED_SCHEMA = {
+    "dataset": pl.String,
+    "config": pl.String,
+    "query_id": pl.String,
+    "positive_ids": pl.List(pl.String),
+    "negative_ids": pl.List(pl.String),
+}
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    configs: tuple[str, ...] = ("baseline", "R", "F", "R+F")
+    relabel_requires_snippet: bool = False
+    max_flagged: int | None = 8
+    empty_negatives: Literal["keep", "drop"] = "keep"
+    # rank_llm repairs rankings with repeated or missing ids; by default only clean ones count.
+    accept_repaired_rankings: bool = False
+
+    def __post_init__(self):
+        unknown = [c for c in self.configs if c not in CONFIGS]
+        if unknown:
+            raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+
+
+def _usable(status: str, config: RefineConfig) -> bool:
+    return status == "ok" or (config.accept_repaired_rankings and status in ("repetition", "missing_documents"))
+
+
+def decide(
+    candidates: pl.DataFrame, snippets: pl.DataFrame, rankings: pl.DataFrame, config: RefineConfig = RefineConfig()
+) -> pl.DataFrame:
+    """One row per (configuration, query, candidate), `DECISIONS_SCHEMA`.
+
+    candidates: `mined_negatives` (dataset, query_id, doc_id, source);
+    snippets: (query_id, doc_id, status); rankings: (query_id, ranking: list of doc ids, status).
+    """
+    snippet_status = {(q, d): s for q, d, s in snippets.select("query_id", "doc_id", "status").iter_rows()}
+    ranking_of = {q: (r, s) for q, r, s in rankings.select("query_id", "ranking", "status").iter_rows()}
+    rows: list[tuple] = []
+    for (dataset, query_id), group in candidates.group_by("dataset", "query_id", maintain_order=True):
+        ranking, status = ranking_of.get(query_id, (None, "wrong_format"))
+        llm_rank = {doc: i for i, doc in enumerate(ranking or [], start=1)}
+        docs = group.select("doc_id", "source").rows()
+        positives = [d for d, source in docs if source == "positive"]
+        usable = _usable(status, config) and all(d in llm_rank for d, _ in docs)
+        positive_rank = min((llm_rank[d] for d in positives), default=None) if usable else None
+        flags = {}
+        for doc, source in docs:
+            if source == "positive":
+                continue
+            answered = snippet_status.get((query_id, doc)) == "answer"
+            above = usable and llm_rank[doc] < positive_rank
+            relabel = above and (answered or not config.relabel_requires_snippet)
+            flags[doc] = ("relabel" if relabel else "filter" if (usable and not above and answered) else None)
+        for name in config.configs:
+            flagged = sum(f in FLAGS_COUNTED[name] for f in flags.values())
+            kept, note = True, None
+            if name != "baseline" and not usable:
+                note = "invalid_ranking"
+            elif name == "remove" and flagged:
+                kept, note = False, "flagged_negatives"
+            elif name != "baseline" and config.max_flagged is not None and flagged > config.max_flagged:
+                kept, note = False, "too_many_flagged"
+            decisions = {doc: _decision(name, flags[doc]) if note is None else "keep_negative" for doc in flags}
+            if kept and flags and "keep_negative" not in decisions.values():
+                note = "no_negatives_left"
+                kept = config.empty_negatives == "keep"
+            for doc, source in docs:
+                answered = snippet_status.get((query_id, doc))
+                rows.append((
+                    dataset, name, query_id, doc, "positive" if source == "positive" else "negative",
+                    answered == "answer", answered, llm_rank.get(doc), positive_rank, status,
+                    "keep_positive" if source == "positive" else decisions[doc], kept, note,
+                ))
+    return pl.DataFrame(rows, schema=DECISIONS_SCHEMA, orient="row")
+
+
+def _decision(config: str, flag: str | None) -> Decision:
+    if flag == "relabel" and config in ("R", "R+F"):
+        return "relabel_positive"
+    if (flag == "filter" and config in ("F", "R+F")) or (flag is not None and config == "hn_remove"):
+        return "filter_ambiguous"
+    return "keep_negative"
+
+
+def refined_triplets(decisions: pl.DataFrame) -> pl.DataFrame:
+    """Per configuration and kept query: original plus relabeled positives, and kept negatives."""
+    kept = decisions.filter(pl.col("query_kept"))
+    return (
+        kept.group_by("dataset", "config", "query_id", maintain_order=True)
+        .agg(
+            positive_ids=pl.col("doc_id").filter(pl.col("decision").is_in(["keep_positive", "relabel_positive"])),
+            negative_ids=pl.col("doc_id").filter(pl.col("decision") == "keep_negative"),
+        )
+        .select(REFINED_SCHEMA.keys())
+        .cast(REFINED_SCHEMA)
+    )
+
+
+def summary(decisions: pl.DataFrame) -> pl.DataFrame:
+    """Per configuration: queries kept and dropped, negatives relabeled, filtered and kept, rates."""
+    negatives = pl.col("original_label") == "negative"
+    per_query = decisions.group_by("config", "query_id").agg(
+        kept=pl.col("query_kept").first(), note=pl.col("query_note").first()
+    )
+    counts = decisions.filter(negatives).group_by("config").agg(
+        negatives=pl.len(),
+        relabeled=(pl.col("decision") == "relabel_positive").sum(),
+        filtered=(pl.col("decision") == "filter_ambiguous").sum(),
+    )
+    queries = per_query.group_by("config").agg(
+        queries=pl.len(),
+        queries_kept=pl.col("kept").sum(),
+        invalid_rankings=(pl.col("note") == "invalid_ranking").sum(),
+        left_without_negatives=(pl.col("note") == "no_negatives_left").sum(),
+    )
+    return queries.join(counts, on="config", how="left").with_columns(
+        relabel_rate=pl.col("relabeled") / pl.col("negatives"),
+        filter_rate=pl.col("filtered") / pl.col("negatives"),
+    ).sort("config")

@@ -1,0 +1,124 @@
+"""The decision rule, configuration by configuration (truth tables on a hand-made query)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from arhn_assets.core.refine import RefineConfig, decide, refined_triplets, summary
+
+
+def candidates(query_id: str, positives: list[str], negatives: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "dataset": "toy",
+        "query_id": query_id,
+        "doc_id": positives + negatives,
+        "source": ["positive"] * len(positives) + ["mined"] * len(negatives),
+    })
+
+
+def snippets(query_id: str, statuses: dict[str, str]) -> pl.DataFrame:
+    return pl.DataFrame({"query_id": query_id, "doc_id": list(statuses), "status": list(statuses.values())})
+
+
+def rankings(query_id: str, ranking: list[str], status: str = "ok") -> pl.DataFrame:
+    return pl.DataFrame({"query_id": [query_id], "ranking": [ranking], "status": [status]})
+
+
+# n1 is ranked above the positive and answers; n2 is below and answers; n3 answers NO_ANSWER;
+# n4's span was not in the passage (ungrounded: not an answer); n5 has no snippet row at all.
+CANDIDATES = candidates("q", ["p"], ["n1", "n2", "n3", "n4", "n5"])
+SNIPPETS = snippets("q", {"p": "answer", "n1": "answer", "n2": "answer", "n3": "no_answer", "n4": "ungrounded"})
+RANKING = rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"])
+ALL = ("baseline", "R", "F", "R+F", "remove", "hn_remove")
+
+
+def decisions_of(frame: pl.DataFrame, config: str) -> dict[str, str]:
+    return dict(frame.filter(pl.col("config") == config).select("doc_id", "decision").iter_rows())
+
+
+def test_truth_table_of_every_configuration():
+    frame = decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(configs=ALL))
+    keep = dict.fromkeys(["n1", "n2", "n3", "n4", "n5"], "keep_negative")
+    expected = {
+        "baseline": keep,
+        "R": keep | {"n1": "relabel_positive"},
+        "F": keep | {"n2": "filter_ambiguous"},
+        "R+F": keep | {"n1": "relabel_positive", "n2": "filter_ambiguous"},
+        "remove": keep,
+        "hn_remove": keep | {"n1": "filter_ambiguous", "n2": "filter_ambiguous"},
+    }
+    for config, table in expected.items():
+        assert decisions_of(frame, config) == {"p": "keep_positive"} | table, config
+    kept = dict(frame.group_by("config").agg(pl.col("query_kept").first()).iter_rows())
+    assert kept == {"baseline": True, "R": True, "F": True, "R+F": True, "remove": False, "hn_remove": True}
+    row = frame.filter(pl.col("config") == "R", pl.col("doc_id") == "n1").row(0, named=True)
+    assert (row["llm_rank"], row["positive_rank"], row["has_snippet"], row["original_label"]) == (1, 2, True, "negative")
+
+
+def test_relabel_can_require_a_snippet():
+    no_snippet_above = snippets("q", {"p": "answer", "n1": "no_answer"})
+    plain = decide(CANDIDATES, no_snippet_above, RANKING, RefineConfig(configs=("R",)))
+    strict = decide(CANDIDATES, no_snippet_above, RANKING, RefineConfig(configs=("R",), relabel_requires_snippet=True))
+    assert decisions_of(plain, "R")["n1"] == "relabel_positive"
+    assert decisions_of(strict, "R")["n1"] == "keep_negative"
+
+
+def test_a_negative_must_beat_every_original_positive():
+    two_positives = candidates("q", ["p1", "p2"], ["n1", "n2"])
+    ranking = rankings("q", ["p1", "n1", "p2", "n2"])
+    frame = decide(two_positives, snippets("q", {}), ranking, RefineConfig(configs=("R",)))
+    assert decisions_of(frame, "R") == {"p1": "keep_positive", "p2": "keep_positive", "n1": "keep_negative", "n2": "keep_negative"}
+    assert frame["positive_rank"].unique().to_list() == [1]
+
+
+def test_too_many_flagged_drops_the_query_counting_what_the_configuration_acts_on():
+    frame = decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(configs=("R", "F", "R+F"), max_flagged=1))
+    notes = dict(frame.group_by("config").agg(pl.col("query_note").first()).iter_rows())
+    assert notes == {"R": None, "F": None, "R+F": "too_many_flagged"}
+    assert not frame.filter(pl.col("config") == "R+F")["query_kept"].any()
+
+
+@pytest.mark.parametrize("status", ["wrong_format", "repetition", "missing_documents"])
+def test_an_invalid_ranking_leaves_labels_unchanged_and_is_counted(status):
+    frame = decide(CANDIDATES, SNIPPETS, rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"], status), RefineConfig(configs=("R+F",)))
+    assert set(decisions_of(frame, "R+F").values()) == {"keep_positive", "keep_negative"}
+    assert frame["query_note"].unique().to_list() == ["invalid_ranking"]
+    assert frame["query_kept"].all()
+    repaired = decide(CANDIDATES, SNIPPETS, rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"], status),
+                      RefineConfig(configs=("R+F",), accept_repaired_rankings=True))
+    expected_usable = status != "wrong_format"
+    assert (decisions_of(repaired, "R+F")["n1"] == "relabel_positive") == expected_usable
+
+
+def test_a_query_without_ranking_is_left_unchanged():
+    frame = decide(CANDIDATES, SNIPPETS, rankings("other", ["x"]), RefineConfig(configs=("R",)))
+    assert frame["query_note"].unique().to_list() == ["invalid_ranking"]
+
+
+@pytest.mark.parametrize("policy, kept", [("keep", True), ("drop", False)])
+def test_a_query_left_without_negatives_is_kept_or_dropped_and_counted(policy, kept):
+    single = candidates("q", ["p"], ["n1"])
+    frame = decide(single, snippets("q", {"n1": "answer"}), rankings("q", ["n1", "p"]), RefineConfig(configs=("R",), empty_negatives=policy))
+    assert frame["query_note"].unique().to_list() == ["no_negatives_left"]
+    assert frame["query_kept"].unique().to_list() == [kept]
+    assert summary(frame)["left_without_negatives"].to_list() == [1]
+
+
+def test_refined_triplets_and_summary():
+    frame = decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(configs=ALL))
+    refined = {c: (p, n) for _, c, _, p, n in refined_triplets(frame).iter_rows()}
+    assert refined["baseline"] == (["p"], ["n1", "n2", "n3", "n4", "n5"])
+    assert refined["R"] == (["p", "n1"], ["n2", "n3", "n4", "n5"])
+    assert refined["F"] == (["p"], ["n1", "n3", "n4", "n5"])
+    assert refined["R+F"] == (["p", "n1"], ["n3", "n4", "n5"])
+    assert refined["hn_remove"] == (["p"], ["n3", "n4", "n5"])
+    assert "remove" not in refined
+    rates = {r["config"]: r for r in summary(frame).iter_rows(named=True)}
+    assert rates["R+F"]["relabeled"] == 1 and rates["R+F"]["filtered"] == 1 and rates["R+F"]["relabel_rate"] == pytest.approx(0.2)
+    assert rates["remove"]["queries_kept"] == 0 and rates["baseline"]["queries_kept"] == 1
+
+
+def test_unknown_configurations_are_refused():
+    with pytest.raises(ValueError, match="unknown configuration"):
+        RefineConfig(configs=("R", "X"))
