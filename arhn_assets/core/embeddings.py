@@ -46,7 +46,7 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     size = path.stat().st_size
     with open(path, "rb") as handle:
@@ -69,7 +69,7 @@ def model_fingerprint(model_name_or_path: str, revision: str | None = None) -> s
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
         digest.update(str(file.relative_to(path)).encode())
-        digest.update(_file_digest(file).encode())
+        digest.update(file_digest(file).encode())
     return f"{path.name}@sha256:{digest.hexdigest()[:16]}"
 
 

@@ -19,8 +19,6 @@ from typing import Literal
 RankingStatus = Literal["ok", "wrong_format", "repetition", "missing_documents"]
 SnippetStatus = Literal["answer", "no_answer", "ungrounded", "invalid"]
 
-THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-UNCLOSED_THINK = re.compile(r"<think>.*\Z", re.DOTALL | re.IGNORECASE)
 DIGITS = re.compile(r"\d+")
 QUOTES = "\"'`“”‘’«»„‚‹›"
 TRAILING_PUNCTUATION = ".,;:!?)]}»”’\"' "
@@ -29,8 +27,26 @@ MAX_ID_DIGITS = 6
 
 
 def strip_thinking(text: str) -> str:
-    """Remove reasoning blocks (`<think>…</think>`, as Qwen3 emits); an unclosed one is all reasoning."""
-    return UNCLOSED_THINK.sub("", THINK_BLOCK.sub("", text))
+    """Remove reasoning: `<think>…</think>` blocks (Qwen3), everything after an unclosed `<think>`,
+    and everything before a lone `</think>` (models whose template opens the block in the prompt).
+    A linear scan: a regex would go quadratic on many unclosed tags."""
+    lowered = text.lower()
+    kept: list[str] = []
+    position = 0
+    while True:
+        start = lowered.find("<think>", position)
+        close = lowered.find("</think>", position)
+        if close != -1 and (start == -1 or close < start):
+            kept, position = [], close + len("</think>")  # a lone closing tag ends reasoning so far
+            continue
+        if start == -1:
+            kept.append(text[position:])
+            return "".join(kept)
+        kept.append(text[position:start])
+        end = lowered.find("</think>", start)
+        if end == -1:
+            return "".join(kept)
+        position = end + len("</think>")
 
 
 @dataclass(frozen=True)
@@ -80,47 +96,61 @@ class SnippetParse:
     raw: str
 
 
-def _normalized_with_offsets(text: str) -> tuple[str, list[int]]:
-    """NFKC-normalise, casefold-free, with runs of whitespace collapsed to one space; returns the
-    normalised text and, for each of its characters, the index of the source character."""
+def _normalized_with_offsets(text: str) -> tuple[str, list[int], list[int]]:
+    """NFKC-normalise `text` with whitespace runs collapsed to one space (case kept); for each
+    character of the result, the [start, end) of the source characters it came from.
+
+    Normalised per base character with its combining marks, so 'e' + U+0301 and 'é' agree."""
     out: list[str] = []
-    offsets: list[int] = []
-    for index, char in enumerate(text):
-        for piece in unicodedata.normalize("NFKC", char):
+    starts: list[int] = []
+    ends: list[int] = []
+    index, length = 0, len(text)
+    while index < length:
+        end = index + 1
+        while end < length and unicodedata.combining(text[end]):
+            end += 1
+        for piece in unicodedata.normalize("NFKC", text[index:end]):
             if piece.isspace():
                 if out and out[-1] == " ":
+                    ends[-1] = end
                     continue
                 piece = " "
             out.append(piece)
-            offsets.append(index)
-    return "".join(out), offsets
+            starts.append(index)
+            ends.append(end)
+        index = end
+    return "".join(out), starts, ends
 
 
 def find_verbatim(span: str, passage: str) -> str | None:
     """The passage's own text of `span`, matched after normalisation, or None."""
-    needle, _ = _normalized_with_offsets(span)
-    needle = needle.strip()
+    needle = _normalized_with_offsets(span)[0].strip()
     if not needle:
         return None
-    haystack, offsets = _normalized_with_offsets(passage)
+    haystack, starts, ends = _normalized_with_offsets(passage)
     start = haystack.find(needle)
     if start < 0:
         return None
-    end = start + len(needle) - 1
-    return passage[offsets[start] : offsets[end] + 1]
+    found = passage[starts[start] : ends[start + len(needle) - 1]]
+    return found.strip() or None
 
 
 def parse_snippet(text: str, passage: str, no_answer_token: str = "NO_ANSWER", strip_prefix: str | None = None) -> SnippetParse:
     raw = text or ""
     body = strip_thinking(raw).strip()
-    if strip_prefix:
-        body = re.sub(strip_prefix, "", body, count=1, flags=re.IGNORECASE).strip()
-    if not body:
+    # The span as written first: a label-like first word ("Answer-set programming …") may be
+    # part of the answer; then without a leading label ("Answer: …").
+    unlabeled = re.sub(strip_prefix, "", body, count=1, flags=re.IGNORECASE).strip() if strip_prefix else body
+    if not unlabeled:
         return SnippetParse("invalid", None, raw)
     marker = re.sub(r"[^A-Z]", "", no_answer_token.upper())
-    if re.sub(r"[^A-Z]", "", body.upper()) == marker or body.upper().startswith(no_answer_token.upper()):
+    if re.sub(r"[^A-Z]", "", unlabeled.upper()) == marker or unlabeled.upper().startswith(no_answer_token.upper()):
         return SnippetParse("no_answer", None, raw)
-    candidates = [body, body.strip(QUOTES), body.strip(QUOTES).rstrip(TRAILING_PUNCTUATION)]
+    candidates = [
+        variant
+        for form in (body, unlabeled)
+        for variant in (form, form.strip(QUOTES), form.strip(QUOTES).rstrip(TRAILING_PUNCTUATION))
+    ]
     for candidate in dict.fromkeys(c for c in candidates if c):
         found = find_verbatim(candidate, passage)
         if found is not None:

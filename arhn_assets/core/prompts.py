@@ -39,7 +39,8 @@ class Prompt:
 def load_template(name: str, directory: Path = TEMPLATE_DIR) -> dict:
     path = directory / f"{name}.yaml"
     template = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if template.get("name") != name or not isinstance(template.get("version"), int):
+    version = template.get("version") if isinstance(template, dict) else None
+    if not isinstance(template, dict) or template.get("name") != name or not isinstance(version, int) or isinstance(version, bool):
         raise ValueError(f"{path}: a template needs 'name: {name}' and an integer 'version'")
     return template
 

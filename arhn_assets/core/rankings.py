@@ -16,8 +16,15 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from arhn_assets.core.parsing import RankingParse, RankingStatus
+import polars as pl
+
+from arhn_assets.core.beir_io import passage_text
+from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
+from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
+from arhn_assets.core.parsing import RankingParse, RankingStatus, parse_ranking
+from arhn_assets.core.prompts import load_template, ranking_prompt
 
 STATUS_SEVERITY: dict[str, int] = {"ok": 0, "missing_documents": 1, "repetition": 2, "wrong_format": 3}
 
@@ -85,3 +92,95 @@ def rank_with_sliding_windows(
             if STATUS_SEVERITY[parse.status] > STATUS_SEVERITY[result.status]:
                 result.status = parse.status
     return results
+
+
+RANKINGS_SCHEMA = {
+    "dataset": pl.String,
+    "query_id": pl.String,
+    "ranking": pl.List(pl.String),  # doc ids, most directly answering first
+    "positive_rank": pl.Int64,  # 1-based rank of the best-ranked original positive
+    "status": pl.String,  # ok | wrong_format | repetition | missing_documents (worst window)
+    "windows": pl.Int64,
+    "window_statuses": pl.List(pl.String),
+    "model": pl.String,
+    "prompt_version": pl.Int64,
+}
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    window_size: int = 20
+    step: int = 10
+    max_words: int = 100
+    seed: int = 42
+    # What the judge reads for each candidate. Default `passage`: stage 2 stays an independent
+    # signal, so stage 1's misses and ungrounded spans do not flow into it (R+F would otherwise
+    # count one judgment twice). `snippet_else_passage` shows the grounded span where there is one.
+    rank_on: Literal["passage", "snippet", "snippet_else_passage"] = "passage"
+    batch_size: int = 16
+    template: str = "answerability_ranking"
+
+
+def llm_judge(backend: LLMBackend, cache: CallCache, texts: dict[tuple[str, str], str], queries: dict[str, str],
+              config: RankingConfig, stats: CallStats) -> Judge:
+    """A window judge that asks `backend` through the call cache; `texts[(query, doc)]` is what it reads."""
+    spec = load_template(config.template)
+
+    def judge(requests: list[WindowRequest]) -> list[RankingParse]:
+        prompts = [
+            ranking_prompt(queries[r.query_id], [texts[(r.query_id, d)] for d in r.doc_ids], config.max_words, config.template)
+            for r in requests
+        ]
+        completions = cached_generate(
+            backend, cache, spec["name"], spec["version"],
+            [GenerationRequest(p.messages, p.max_new_tokens) for p in prompts], config.batch_size, stats,
+        )
+        return [parse_ranking(c.text, len(r.doc_ids), spec["output_pattern"]) for c, r in zip(completions, requests)]
+
+    return judge
+
+
+def rank_candidates(
+    candidates: pl.DataFrame,
+    triplets: pl.DataFrame,
+    passages: pl.DataFrame,
+    snippets: pl.DataFrame | None,
+    backend: LLMBackend,
+    cache: CallCache,
+    config: RankingConfig = RankingConfig(),
+) -> tuple[pl.DataFrame, CallStats]:
+    """Rank each query's candidate set (positives and negatives, shuffled with a fixed seed)."""
+    spec = load_template(config.template)
+    queries = dict(triplets.select("query_id", "query_text").iter_rows())
+    full = {d: passage_text(t, x) for d, t, x in passages.select("doc_id", "title", "text").iter_rows()}
+    grounded = {} if snippets is None else {
+        (q, d): s for q, d, s, status in snippets.select("query_id", "doc_id", "snippet", "status").iter_rows() if status == "answer"
+    }
+    if config.rank_on != "passage" and snippets is None:
+        raise ValueError(f"rank_on={config.rank_on!r} needs the answer_snippets table")
+    texts: dict[tuple[str, str], str] = {}
+    sets: dict[str, list[str]] = {}
+    dataset_of: dict[str, str] = {}
+    positives: dict[str, set[str]] = {}
+    for dataset, query_id, doc_id, source in candidates.select("dataset", "query_id", "doc_id", "source").iter_rows():
+        snippet = grounded.get((query_id, doc_id))
+        if config.rank_on == "passage" or (config.rank_on == "snippet_else_passage" and snippet is None):
+            texts[(query_id, doc_id)] = full[doc_id]
+        else:
+            texts[(query_id, doc_id)] = snippet or "NO_ANSWER"
+        sets.setdefault(query_id, []).append(doc_id)
+        dataset_of[query_id] = dataset
+        if source == "positive":
+            positives.setdefault(query_id, set()).add(doc_id)
+    stats = CallStats()
+    judge = llm_judge(backend, cache, texts, queries, config, stats)
+    shuffled_sets = {q: shuffled(q, docs, config.seed) for q, docs in sets.items()}
+    results = rank_with_sliding_windows(shuffled_sets, judge, config.window_size, config.step)
+    rows = []
+    for query_id, result in results.items():
+        ranks = [i for i, d in enumerate(result.ranking, start=1) if d in positives.get(query_id, set())]
+        rows.append((
+            dataset_of[query_id], query_id, result.ranking, min(ranks, default=None), result.status,
+            result.windows, result.window_statuses, backend.identity, spec["version"],
+        ))
+    return pl.DataFrame(rows, schema=RANKINGS_SCHEMA, orient="row"), stats

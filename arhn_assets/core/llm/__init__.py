@@ -1,0 +1,1 @@
+"""LLM backends behind one protocol (`base.LLMBackend`), and the persistent call cache."""

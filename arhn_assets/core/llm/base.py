@@ -1,0 +1,35 @@
+"""The one protocol every LLM backend implements, and the records of a call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content), as prompts.Prompt renders them
+    max_new_tokens: int
+
+    def as_chat(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_seconds: float  # wall time of the batch the request ran in, shared by its requests
+    finish_reason: str  # stop | length
+    cached: bool = False
+
+
+class LLMBackend(Protocol):
+    @property
+    def identity(self) -> str:
+        """Model name plus revision or file hash: part of every cache key."""
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        """Greedy completions, one per request, in order."""

@@ -1,0 +1,104 @@
+"""A persistent cache of LLM calls, written as each batch completes.
+
+Keyed by model identity, prompt template and version, the prompt's digest and the decoding
+parameters, so a killed run resumes without repeating a finished call and a warm re-run makes
+no call at all. SQLite in WAL mode: one file, safe against a crash mid-write, readable while a
+run writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from arhn_assets.core.llm.base import Completion, GenerationRequest, LLMBackend
+
+
+def call_key(identity: str, template: str, version: int, request: GenerationRequest) -> str:
+    payload = {
+        "model": identity,
+        "template": template,
+        "version": version,
+        "messages": request.messages,
+        "decoding": {"greedy": True, "max_new_tokens": request.max_new_tokens},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class CallStats:
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generate_seconds: float = 0.0
+
+    @property
+    def completion_tokens_per_second(self) -> float:
+        return self.completion_tokens / self.generate_seconds if self.generate_seconds else 0.0
+
+
+class CallCache:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL)")
+
+    def get(self, keys: Sequence[str]) -> dict[str, Completion]:
+        found: dict[str, Completion] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, value in self._db.execute(f"SELECT key, completion FROM calls WHERE key IN ({marks})", chunk):
+                found[key] = replace(Completion(**json.loads(value)), cached=True)
+        return found
+
+    def put(self, items: Sequence[tuple[str, Completion]]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?)",
+                [(key, json.dumps(asdict(c) | {"cached": False}), time.time()) for key, c in items],
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def cached_generate(
+    backend: LLMBackend,
+    cache: CallCache,
+    template: str,
+    version: int,
+    requests: Sequence[GenerationRequest],
+    batch_size: int = 32,
+    stats: CallStats | None = None,
+) -> list[Completion]:
+    """Completions for `requests`, from the cache where possible; misses go to the backend in
+    batches of `batch_size`, and each batch is stored as soon as it returns."""
+    stats = stats if stats is not None else CallStats()
+    keys = [call_key(backend.identity, template, version, r) for r in requests]
+    results = cache.get(keys)
+    stats.cache_hits += sum(1 for k in keys if k in results)
+    todo = [(k, r) for k, r in dict(zip(keys, requests)).items() if k not in results]
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        began = time.perf_counter()
+        completions = backend.generate([r for _, r in batch])
+        stats.generate_seconds += time.perf_counter() - began
+        if len(completions) != len(batch):
+            raise RuntimeError(f"{backend.identity} answered {len(completions)} of {len(batch)} requests")
+        cache.put([(k, c) for (k, _), c in zip(batch, completions)])
+        for (key, _), completion in zip(batch, completions):
+            results[key] = completion
+            stats.calls += 1
+            stats.prompt_tokens += completion.prompt_tokens
+            stats.completion_tokens += completion.completion_tokens
+    return [results[k] for k in keys]

@@ -1,0 +1,241 @@
+"""Tests for arhn_assets.core.prompts: versioned YAML templates rendered into chat messages."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from arhn_assets.core.prompts import (
+    TEMPLATE_DIR,
+    Prompt,
+    load_template,
+    ranking_prompt,
+    snippet_prompt,
+)
+
+TEMPLATES = ["answer_snippet", "answerability_ranking"]
+QUERY = "How tall is the Eiffel Tower?"
+PASSAGE_LINE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+
+
+def words(n: int, prefix: str = "w") -> str:
+    return " ".join(f"{prefix}{i}" for i in range(n))
+
+
+# --------------------------------------------------------------------------------------------
+# load_template
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_templates_load_with_integer_version(name):
+    spec = load_template(name)
+    assert spec["name"] == name
+    assert type(spec["version"]) is int
+    assert spec["version"] >= 1
+    assert isinstance(spec["system"], str) and spec["system"].strip()
+
+
+def test_template_files_exist_in_template_dir():
+    for name in TEMPLATES:
+        assert (TEMPLATE_DIR / f"{name}.yaml").is_file()
+
+
+def test_snippet_template_fields():
+    spec = load_template("answer_snippet")
+    assert spec["no_answer_token"] == "NO_ANSWER"
+    assert "{query}" in spec["user"] and "{passage}" in spec["user"]
+    assert type(spec["max_new_tokens"]) is int and spec["max_new_tokens"] > 0
+    re.compile(spec["strip_prefix"])
+
+
+def test_ranking_template_fields():
+    spec = load_template("answerability_ranking")
+    assert "{id}" in spec["passage"] and "{passage}" in spec["passage"]
+    assert "{query}" in spec["prefix"] and "{query}" in spec["suffix"]
+    assert type(spec["max_new_tokens_per_passage"]) is int and spec["max_new_tokens_per_passage"] > 0
+    assert re.fullmatch(spec["output_pattern"], "[2] > [1] > [3]")
+
+
+def test_load_template_is_cached():
+    assert load_template("answer_snippet") is load_template("answer_snippet")
+    assert hasattr(load_template, "__wrapped__")
+
+
+def test_load_template_from_a_directory(tmp_path: Path):
+    (tmp_path / "custom.yaml").write_text("name: custom\nversion: 7\nsystem: hi\n", encoding="utf-8")
+    spec = load_template.__wrapped__("custom", tmp_path)
+    assert spec == {"name": "custom", "version": 7, "system": "hi"}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "name: answer_snippet_v2\nversion: 1\n",  # name does not match the file
+        "version: 1\n",  # no name
+        "name: custom\nversion: '1'\n",  # version is a string
+        "name: custom\nversion: 1.5\n",  # version is a float
+        "name: custom\n",  # no version
+    ],
+)
+def test_load_template_rejects_bad_template(tmp_path: Path, content: str):
+    path = tmp_path / "custom.yaml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape(str(path))) as excinfo:
+        load_template.__wrapped__("custom", tmp_path)
+    assert "custom.yaml" in str(excinfo.value)
+    assert "name: custom" in str(excinfo.value)
+
+
+def test_load_template_missing_file(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        load_template.__wrapped__("absent", tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# snippet_prompt
+# --------------------------------------------------------------------------------------------
+
+
+def test_snippet_prompt_messages():
+    spec = load_template("answer_snippet")
+    passage = "The Eiffel Tower is 330 metres tall."
+    prompt = snippet_prompt(QUERY, passage)
+    assert isinstance(prompt, Prompt)
+    assert prompt.template == "answer_snippet"
+    assert prompt.version == spec["version"]
+    assert prompt.max_new_tokens == spec["max_new_tokens"]
+    assert [role for role, _ in prompt.messages] == ["system", "user"]
+    system, user = (content for _, content in prompt.messages)
+    assert system == spec["system"]
+    assert QUERY in user
+    assert passage in user
+    assert user == spec["user"].format(query=QUERY, passage=passage)
+    assert "NO_ANSWER" in user
+    assert prompt.as_chat() == [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def test_snippet_prompt_strips_query():
+    user = snippet_prompt(f"  \n{QUERY}\t ", "p").messages[1][1]
+    assert f"Query: {QUERY}\n" in user
+
+
+@pytest.mark.parametrize(("n_words", "max_words"), [(500, 300), (10, 3), (301, 300), (300, 300), (5, 300)])
+def test_snippet_prompt_truncates_passage(n_words, max_words):
+    passage = words(n_words)
+    user = snippet_prompt(QUERY, passage, max_words=max_words).messages[1][1]
+    kept = re.findall(r"\bw\d+\b", user)
+    assert kept == [f"w{i}" for i in range(min(n_words, max_words))]
+
+
+def test_snippet_prompt_default_truncation_is_300_words():
+    user = snippet_prompt(QUERY, words(1000)).messages[1][1]
+    assert len(re.findall(r"\bw\d+\b", user)) == 300
+
+
+def test_snippet_prompt_digest():
+    passage = "The Eiffel Tower is 330 metres tall."
+    first = snippet_prompt(QUERY, passage)
+    second = snippet_prompt(QUERY, passage)
+    assert first == second
+    assert first.digest == second.digest
+    assert re.fullmatch(r"[0-9a-f]{64}", first.digest)
+    assert snippet_prompt(QUERY, passage + " It opened in 1889.").digest != first.digest
+    assert snippet_prompt(QUERY, "The Eiffel Tower is 331 metres tall.").digest != first.digest
+    assert snippet_prompt("How old is the Eiffel Tower?", passage).digest != first.digest
+
+
+def test_snippet_prompt_digest_ignores_text_beyond_truncation():
+    # Equal rendered messages, equal digest: words past max_words never reach the model.
+    assert snippet_prompt(QUERY, words(5) + " extra", max_words=5).digest == snippet_prompt(QUERY, words(5), max_words=5).digest
+
+
+# --------------------------------------------------------------------------------------------
+# ranking_prompt
+# --------------------------------------------------------------------------------------------
+
+
+def passage_lines(prompt: Prompt) -> list[tuple[int, str]]:
+    return [(int(i), text) for i, text in PASSAGE_LINE.findall(prompt.messages[1][1])]
+
+
+def test_ranking_prompt_messages():
+    spec = load_template("answerability_ranking")
+    prompt = ranking_prompt(QUERY, ["alpha", "beta", "gamma"])
+    assert prompt.template == "answerability_ranking"
+    assert prompt.version == spec["version"]
+    assert [role for role, _ in prompt.messages] == ["system", "user"]
+    assert prompt.messages[0][1] == spec["system"]
+
+
+def test_ranking_prompt_numbers_passages_in_order():
+    passages = ["alpha text", "beta text", "gamma text", "delta text"]
+    prompt = ranking_prompt(QUERY, passages)
+    assert passage_lines(prompt) == [(1, "alpha text"), (2, "beta text"), (3, "gamma text"), (4, "delta text")]
+    user = prompt.messages[1][1]
+    assert user.index("[1] alpha") < user.index("[2] beta") < user.index("[3] gamma") < user.index("[4] delta")
+
+
+def test_ranking_prompt_rewrites_bracketed_numbers_in_passages():
+    passages = ["See reference [3] for details [12].", "No brackets here", "Array a[0] and [x]"]
+    lines = passage_lines(ranking_prompt(QUERY, passages))
+    assert lines == [
+        (1, "See reference (3) for details (12)."),
+        (2, "No brackets here"),
+        (3, "Array a(0) and [x]"),
+    ]
+    for _, text in lines:
+        assert not re.search(r"\[\d+\]", text)
+
+
+def test_ranking_prompt_truncates_each_passage():
+    passages = [words(250, "a"), words(50, "b"), words(101, "c")]
+    lines = passage_lines(ranking_prompt(QUERY, passages, max_words=100))
+    assert [len(text.split()) for _, text in lines] == [100, 50, 100]
+    assert lines[0][1] == words(100, "a")
+    assert lines[2][1].split()[-1] == "c99"
+
+
+def test_ranking_prompt_default_truncation_is_100_words():
+    lines = passage_lines(ranking_prompt(QUERY, [words(400)]))
+    assert len(lines[0][1].split()) == 100
+
+
+def test_ranking_prompt_query_in_prefix_and_suffix():
+    spec = load_template("answerability_ranking")
+    passages = ["alpha", "beta", "gamma"]
+    user = ranking_prompt(f"  {QUERY}\n", passages).messages[1][1]
+    prefix = spec["prefix"].format(num=3, query=QUERY)
+    suffix = spec["suffix"].format(num=3, query=QUERY)
+    assert user.startswith(prefix + "\n")
+    assert user.endswith("\n" + suffix)
+    assert user.count(QUERY) == 2
+    assert user.index(QUERY) < user.index("[1] alpha") < user.rindex(QUERY)
+    assert "3 passages" in prefix and "3 passages" in suffix
+
+
+def test_ranking_prompt_max_new_tokens_grows_with_n():
+    spec = load_template("answerability_ranking")
+    budgets = [ranking_prompt(QUERY, [f"passage {i}" for i in range(n)]).max_new_tokens for n in range(1, 31)]
+    assert all(a < b for a, b in zip(budgets, budgets[1:]))
+    assert budgets[19] == spec["max_new_tokens_per_passage"] * 20 + 8
+    # Enough for a full answer such as '[20] > [19] > ... > [1]' at a few tokens per id.
+    assert budgets[19] >= 20 * 4
+
+
+def test_ranking_prompt_digest_depends_on_order():
+    passages = ["alpha text", "beta text", "gamma text"]
+    first = ranking_prompt(QUERY, passages)
+    assert ranking_prompt(QUERY, list(passages)).digest == first.digest
+    assert ranking_prompt(QUERY, passages[::-1]).digest != first.digest
+    assert ranking_prompt(QUERY, [passages[1], passages[0], passages[2]]).digest != first.digest
+    assert ranking_prompt(QUERY, passages[:2]).digest != first.digest
+
+
+@pytest.mark.parametrize("content", ["", "name: broken\nversion: true\n"])
+def test_empty_templates_and_boolean_versions_are_refused(tmp_path, content):
+    (tmp_path / "broken.yaml").write_text(content)
+    with pytest.raises(ValueError, match="broken.yaml"):
+        load_template.__wrapped__("broken", tmp_path)
