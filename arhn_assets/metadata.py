@@ -22,3 +22,17 @@ def markdown_preview(frame: pl.DataFrame, rows: int = 10, max_text: int = 80) ->
 
 def rounded(values: dict, digits: int = 4) -> dict:
     return {k: round(v, digits) if isinstance(v, float) else v for k, v in values.items()}
+
+
+def llm_call_metadata(stats, statuses: pl.Series, model: str) -> dict:
+    """What an LLM stage cost and how its outputs parsed (stats: core.llm.cache.CallStats)."""
+    return {
+        "model": model,
+        "llm_calls": stats.calls,
+        "cache_hits": stats.cache_hits,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "completion_tokens_per_second": round(stats.completion_tokens_per_second, 1),
+        "generate_seconds": round(stats.generate_seconds, 1),
+        "status_counts": dict(statuses.value_counts().iter_rows()),
+    }

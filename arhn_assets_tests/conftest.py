@@ -42,11 +42,18 @@ def embedding_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def lake_home(tmp_path: Path, shared_data: Path, embedding_cache: Path, monkeypatch) -> Path:
+def lake_home(tmp_path: Path, shared_data: Path, embedding_cache: Path, models_cache: Path, monkeypatch) -> Path:
     """ARHN_HOME for Dagster runs in this test, sharing the session's embedding cache."""
     home = tmp_path / "home"
     (home / "cache").mkdir(parents=True)
     (home / "cache" / "embeddings").symlink_to(embedding_cache, target_is_directory=True)
+    (home / "cache" / "models").symlink_to(models_cache, target_is_directory=True)
     monkeypatch.setenv("ARHN_HOME", str(home))
     monkeypatch.setenv("ARHN_DATA_DIR", str(shared_data))
     return home
+
+
+@pytest.fixture(scope="session")
+def models_cache(tmp_path_factory) -> Path:
+    """Where the embedded LLM's GGUF is dequantized once per test run (~35 s), then reused."""
+    return tmp_path_factory.mktemp("models")

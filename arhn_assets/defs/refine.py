@@ -1,0 +1,51 @@
+"""`relabel_decisions` and `refined_triplets`: what each configuration does to each candidate."""
+
+from typing import Literal
+
+import dagster as dg
+import polars as pl
+
+from arhn_assets.core.paths import validate_dataset_key
+from arhn_assets.core import refine
+from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.defs.resources import ArhnStorage
+from arhn_assets.metadata import markdown_preview
+
+
+class RefineRunConfig(dg.Config):
+    configs: list[str] = ["baseline", "R", "F", "R+F"]
+    relabel_requires_snippet: bool = False
+    max_flagged: int | None = 8
+    empty_negatives: Literal["keep", "drop"] = "keep"
+    accept_repaired_rankings: bool = False
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="refine", kinds={"polars", "parquet"})
+def relabel_decisions(
+    config: RefineRunConfig,
+    answerability_rankings: pl.DataFrame,
+    answer_snippets: pl.DataFrame,
+    mined_negatives: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """One row per (configuration, query, candidate): the decision and the evidence behind it."""
+    settings = refine.RefineConfig(**(config.model_dump() | {"configs": tuple(config.configs)}))
+    judged = mined_negatives.filter(pl.col("query_id").is_in(answerability_rankings["query_id"].implode()))
+    frame = refine.decide(judged, answer_snippets, answerability_rankings, settings)
+    return dg.Output(frame, metadata={"summary": markdown_preview(refine.summary(frame), rows=20), "preview": markdown_preview(frame)})
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="refine", kinds={"polars", "parquet"})
+def refined_triplets(
+    context: dg.AssetExecutionContext,
+    storage: ArhnStorage,
+    relabel_decisions: pl.DataFrame,
+    raw_triplets: pl.DataFrame,
+    raw_passages: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Per configuration and kept query: positives (original + relabeled) and kept negatives,
+    also exported as FlagEmbedding JSONL, Tevatron JSONL and sentence-transformers Parquet."""
+    frame = refine.refined_triplets(relabel_decisions)
+    folder = storage.paths.home / "exports" / validate_dataset_key(context.partition_key)
+    files = refine.export_training_files(frame, raw_triplets, raw_passages, folder)
+    counts = frame.group_by("config").agg(queries=pl.len(), negatives=pl.col("negative_ids").list.len().sum())
+    return dg.Output(frame, metadata={"exports": dg.MetadataValue.path(str(folder)), "files": len(files), "per_config": markdown_preview(counts)})

@@ -1,0 +1,45 @@
+"""`answer_snippets`: stage 1 of ARHN, one verbatim answer span (or NO_ANSWER) per candidate."""
+
+import dagster as dg
+import polars as pl
+
+from arhn_assets.core.snippets import SnippetConfig, extract_snippets
+from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.defs.resources import ArhnStorage, LanguageModel
+from arhn_assets.metadata import llm_call_metadata, markdown_preview
+
+
+class SnippetRunConfig(dg.Config):
+    max_words: int = 300  # passage words shown to the LLM
+
+
+@dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool="gpu")
+def answer_snippets(
+    config: SnippetRunConfig,
+    storage: ArhnStorage,
+    language_model: LanguageModel,
+    mined_negatives: pl.DataFrame,
+    raw_triplets: pl.DataFrame,
+    raw_passages: pl.DataFrame,
+) -> dg.Output[pl.DataFrame]:
+    """Per (query, candidate): the answer span copied from the passage, checked to occur in it."""
+    paths = storage.paths
+    cache = language_model.call_cache(paths)
+    try:
+        backend = language_model.build(paths)
+        frame, stats = extract_snippets(
+            language_model.limit(mined_negatives), raw_triplets, raw_passages, backend, cache,
+            SnippetConfig(max_words=config.max_words, batch_size=language_model.batch_size),
+        )
+    finally:
+        cache.close()
+    answered = frame.filter(pl.col("status") == "answer")
+    return dg.Output(
+        frame,
+        metadata={
+            **llm_call_metadata(stats, frame["status"], backend.identity),
+            "queries": frame["query_id"].n_unique(),
+            "groundedness_rate": round(answered.height / max(1, frame.filter(pl.col("status").is_in(["answer", "ungrounded"])).height), 4),
+            "preview": markdown_preview(frame.drop("completion")),
+        },
+    )

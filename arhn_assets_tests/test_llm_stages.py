@@ -1,0 +1,144 @@
+"""The LLM stages with the real embedded model (SmolLM2-135M-Instruct on CPU): batching, token
+accounting, the call cache surviving a killed process, and the Dagster assets end to end.
+
+SmolLM2 is a plumbing-grade model: these tests check formats, statuses and bookkeeping, never
+the quality of its answers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from arhn_assets.core.llm.base import GenerationRequest
+from arhn_assets.core.llm.cache import CallCache
+from arhn_assets.core.llm.embedded import TransformersBackend
+from arhn_assets.core.prompts import snippet_prompt
+from arhn_assets.core.snippets import SnippetConfig, extract_snippets
+from arhn_assets.definitions import defs
+from arhn_assets_tests.test_mining import make_passages, make_triplets
+
+SNIPPET_STATUSES = {"answer", "no_answer", "ungrounded", "invalid"}
+
+
+def toy_candidates(queries: int = 3, per_query: int = 3) -> pl.DataFrame:
+    triplets = make_triplets().head(queries)
+    rows = []
+    passages = make_passages()["doc_id"].to_list()
+    for query_id, positives in triplets.select("query_id", "positive_ids").iter_rows():
+        rows += [("toy", query_id, d, "positive") for d in positives]
+        rows += [("toy", query_id, d, "mined") for d in passages if d not in positives][: per_query - len(positives)]
+    return pl.DataFrame(rows, schema=["dataset", "query_id", "doc_id", "source"], orient="row")
+
+
+@pytest.fixture(scope="module")
+def backend(models_cache) -> TransformersBackend:
+    return TransformersBackend(cache_dir=models_cache, batch_size=4)
+
+
+def test_batched_generation_matches_one_prompt_at_a_time(backend):
+    passages = make_passages()["text"].to_list()[:4]
+    requests = [GenerationRequest(snippet_prompt("What makes bread rise?", p).messages, 24) for p in passages]
+    batched = backend.generate(requests)
+    single = [backend.generate([r])[0] for r in requests]
+    assert [c.text for c in batched] == [c.text for c in single]
+    for completion in batched:
+        assert completion.prompt_tokens > 50 and 0 < completion.completion_tokens <= 24
+        assert completion.finish_reason in {"stop", "length"}
+    assert backend.identity.startswith("SmolLM2-135M-Instruct.Q4_1.gguf@sha256:")
+
+
+def test_snippet_rows_carry_status_tokens_and_model(backend, tmp_path):
+    candidates = toy_candidates()
+    cache = CallCache(tmp_path / "calls.sqlite")
+    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=4))
+    assert frame.height == candidates.height and set(frame["status"]) <= SNIPPET_STATUSES
+    assert frame.filter(pl.col("status") == "answer")["snippet"].is_not_null().all()
+    assert frame["is_original_positive"].sum() == candidates.filter(pl.col("source") == "positive").height
+    assert stats.calls == candidates.height and stats.prompt_tokens == frame["prompt_tokens"].sum()
+    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=4))
+    assert warm.calls == 0 and warm.cache_hits == candidates.height
+    assert again.drop("cached").equals(frame.drop("cached")) and again["cached"].all()
+
+
+RESUMABLE_RUN = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from arhn_assets.core.llm.cache import CallCache
+    from arhn_assets.core.llm.embedded import TransformersBackend
+    from arhn_assets.core.snippets import SnippetConfig, extract_snippets
+    from arhn_assets_tests.test_llm_stages import toy_candidates
+    from arhn_assets_tests.test_mining import make_passages, make_triplets
+    backend = TransformersBackend(cache_dir=Path(sys.argv[2]), batch_size=2)
+    extract_snippets(toy_candidates(6, 3), make_triplets(), make_passages(), backend, CallCache(Path(sys.argv[1])), SnippetConfig(batch_size=2))
+""")
+
+
+def stored_calls(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        try:
+            return db.execute("select count(*) from calls").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_a_killed_run_resumes_without_repeating_a_finished_call(backend, models_cache, tmp_path):
+    candidates = toy_candidates(6, 3)
+    calls = tmp_path / "calls.sqlite"
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", RESUMABLE_RUN, str(calls), str(models_cache)], cwd=root,
+                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while stored_calls(calls) < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = stored_calls(calls)
+    assert 4 <= done < candidates.height, "the run should have been killed midway"
+
+    resumed, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, CallCache(calls), SnippetConfig(batch_size=2))
+    assert stats.cache_hits == done and stats.calls == candidates.height - done
+    uninterrupted, _ = extract_snippets(candidates, make_triplets(), make_passages(), backend,
+                                        CallCache(tmp_path / "fresh.sqlite"), SnippetConfig(batch_size=2))
+    assert resumed.drop("cached").equals(uninterrupted.drop("cached"))
+
+
+@pytest.mark.slow
+def test_llm_assets_materialize_decisions_and_exports(lake_home, shared_data):
+    import shutil
+
+    landing = lake_home / "landing" / "msmarco-sample"
+    landing.mkdir(parents=True)
+    shutil.copy(shared_data / "bge_examples" / "embedder_msmarco.jsonl", landing / "msmarco.jsonl")
+    config = {"resources": {"language_model": {"config": {"max_queries": 2}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
+        job = defs().resolve_job_def("arhn_pipeline")
+        first = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
+        assert first.success
+        lake = lake_home / "lake"
+        snippets = pl.read_parquet(lake / "answer_snippets" / "dataset=msmarco-sample" / "part-0.parquet")
+        assert snippets["query_id"].n_unique() == 2 and snippets.height == 2 * 26
+        decisions = pl.read_parquet(lake / "relabel_decisions" / "dataset=msmarco-sample" / "part-0.parquet")
+        assert set(decisions["config"]) == {"baseline", "R", "F", "R+F"} and decisions.height == 4 * 2 * 26
+        refined = pl.read_parquet(lake / "refined_triplets" / "dataset=msmarco-sample" / "part-0.parquet")
+        assert refined.filter(pl.col("config") == "baseline")["negative_ids"].list.len().to_list() == [25, 25]
+        for kind in ("flagembedding.jsonl", "tevatron.jsonl", "sentence_transformers.parquet"):
+            assert (lake_home / "exports" / "msmarco-sample" / "R_plus_F" / kind).stat().st_size > 0
+        metadata = first.asset_materializations_for_node("answer_snippets")[0].metadata
+        assert metadata["llm_calls"].value == 52 and metadata["cache_hits"].value == 0
+
+        again = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
+        warm = again.asset_materializations_for_node("answer_snippets")[0].metadata
+        assert warm["llm_calls"].value == 0 and warm["cache_hits"].value == 52
