@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 # pip resolving it to the newest CUDA build (several GB).
 TORCH_SPEC ?= torch==2.13.0
 DATASET ?= scifact
+RUN_CONFIG ?= configs/main-cpu.yaml
 
 export ARHN_HOME ?= $(CURDIR)/data
 SHARED_DATA := $(abspath $(CURDIR)/../shared/data)
@@ -18,7 +19,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup run test dev bench warehouse
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
@@ -35,7 +36,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 setup: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 
 run: setup
-	$(BIN)/arhn run --dataset $(DATASET)
+	$(BIN)/arhn run --dataset $(DATASET) --config $(RUN_CONFIG)
 
 test: setup
 	$(BIN)/python -m pytest -q -ra

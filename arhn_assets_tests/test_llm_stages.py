@@ -142,3 +142,17 @@ def test_llm_assets_materialize_decisions_and_exports(lake_home, shared_data):
         again = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
         warm = again.asset_materializations_for_node("answer_snippets")[0].metadata
         assert warm["llm_calls"].value == 0 and warm["cache_hits"].value == 52
+
+
+def test_constrained_rankings_are_always_complete_permutations(backend):
+    from arhn_assets.core.parsing import parse_ranking
+    from arhn_assets.core.prompts import ranking_prompt
+
+    passages = make_passages()["text"].to_list()
+    windows = [passages[:5], passages[6:13], passages[13:15]]
+    prompts = [ranking_prompt("What makes bread rise?", w) for w in windows]
+    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, len(w)) for p, w in zip(prompts, windows)])
+    for completion, window in zip(completions, windows):
+        parsed = parse_ranking(completion.text, len(window), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$")
+        assert parsed.status == "ok", completion.text
+        assert completion.finish_reason == "stop"

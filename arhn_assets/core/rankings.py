@@ -119,6 +119,8 @@ class RankingConfig:
     rank_on: Literal["passage", "snippet", "snippet_else_passage"] = "passage"
     batch_size: int = 16
     template: str = "answerability_ranking"
+    # Let the backend force a complete ranking where it can (the embedded backend masks tokens).
+    constrained: bool = True
 
 
 def llm_judge(backend: LLMBackend, cache: CallCache, texts: dict[tuple[str, str], str], queries: dict[str, str],
@@ -133,7 +135,8 @@ def llm_judge(backend: LLMBackend, cache: CallCache, texts: dict[tuple[str, str]
         ]
         completions = cached_generate(
             backend, cache, spec["name"], spec["version"],
-            [GenerationRequest(p.messages, p.max_new_tokens) for p in prompts], config.batch_size, stats,
+            [GenerationRequest(p.messages, p.max_new_tokens, len(r.doc_ids) if config.constrained else None)
+             for p, r in zip(prompts, requests)], config.batch_size, stats,
         )
         return [parse_ranking(c.text, len(r.doc_ids), spec["output_pattern"]) for c, r in zip(completions, requests)]
 

