@@ -195,3 +195,8 @@ def load_beir_dataset(name: str, candidates: list[Path], download: bool = True) 
 def passage_text(title: str | None, text: str | None) -> str:
     """The text an encoder sees for a passage: MTEB/BEIR's `title + ' ' + text`, stripped."""
     return f"{title or ''} {text or ''}".strip()
+
+
+def passage_texts(passages: pl.DataFrame) -> dict[str, str]:
+    """doc_id -> the text a model reads (`passage_text`) for a passages frame."""
+    return {d: passage_text(t, x) for d, t, x in passages.select("doc_id", "title", "text").iter_rows()}

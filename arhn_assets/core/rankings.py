@@ -20,7 +20,7 @@ from typing import Literal
 
 import polars as pl
 
-from arhn_assets.core.beir_io import passage_text
+from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
 from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
 from arhn_assets.core.parsing import RankingParse, RankingStatus, parse_ranking
@@ -155,7 +155,7 @@ def rank_candidates(
     """Rank each query's candidate set (positives and negatives, shuffled with a fixed seed)."""
     spec = load_template(config.template)
     queries = dict(triplets.select("query_id", "query_text").iter_rows())
-    full = {d: passage_text(t, x) for d, t, x in passages.select("doc_id", "title", "text").iter_rows()}
+    full = passage_texts(passages)
     grounded = {} if snippets is None else {
         (q, d): s for q, d, s, status in snippets.select("query_id", "doc_id", "snippet", "status").iter_rows() if status == "answer"
     }

@@ -30,16 +30,11 @@ def answerability_rankings(
     answer_snippets: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Per query: its candidates ordered by how directly they answer it, and the positive's rank."""
-    paths = storage.paths
-    cache = language_model.call_cache(paths)
-    try:
-        backend = language_model.build(paths)
+    with language_model.session(storage.paths) as (backend, cache):
         frame, stats = rank_candidates(
             language_model.limit(mined_negatives), raw_triplets, raw_passages, answer_snippets, backend, cache,
             RankingConfig(**config.model_dump(), batch_size=language_model.batch_size),
         )
-    finally:
-        cache.close()
     return dg.Output(
         frame,
         metadata={

@@ -1,5 +1,7 @@
 """Resources: where data lives, the Parquet lake IO manager, and the embedding model."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -108,8 +110,14 @@ class LanguageModel(dg.ConfigurableResource):
             raise ValueError(f"unknown LLM backend {self.backend!r}; available: 'embedded'")
         return TransformersBackend(model=self.model, cache_dir=paths.home / "cache" / "models", batch_size=self.batch_size)
 
-    def call_cache(self, paths: ArhnPaths) -> CallCache:
-        return CallCache(paths.home / "cache" / "llm_calls.sqlite")
+    @contextmanager
+    def session(self, paths: ArhnPaths) -> Iterator[tuple[TransformersBackend, CallCache]]:
+        """The backend and the persistent call cache (`$ARHN_HOME/cache/llm_calls.sqlite`)."""
+        cache = CallCache(paths.home / "cache" / "llm_calls.sqlite")
+        try:
+            yield self.build(paths), cache
+        finally:
+            cache.close()
 
     def limit(self, candidates: pl.DataFrame) -> pl.DataFrame:
         if self.max_queries is None:

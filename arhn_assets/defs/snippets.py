@@ -23,16 +23,11 @@ def answer_snippets(
     raw_passages: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Per (query, candidate): the answer span copied from the passage, checked to occur in it."""
-    paths = storage.paths
-    cache = language_model.call_cache(paths)
-    try:
-        backend = language_model.build(paths)
+    with language_model.session(storage.paths) as (backend, cache):
         frame, stats = extract_snippets(
             language_model.limit(mined_negatives), raw_triplets, raw_passages, backend, cache,
             SnippetConfig(max_words=config.max_words, batch_size=language_model.batch_size),
         )
-    finally:
-        cache.close()
     answered = frame.filter(pl.col("status") == "answer")
     return dg.Output(
         frame,
