@@ -45,17 +45,20 @@ def failure_message(event: dg.DagsterEvent) -> str:
     return error.message.strip()
 
 
+def pipeline_job(definitions: dg.Definitions, selection: str | None = None) -> dg.JobDefinition:
+    """The main job, or the part of it a Dagster selection string names (e.g. 'group:ingest')."""
+    if not selection:
+        return definitions.resolve_job_def("arhn_pipeline")
+    return definitions.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=dg.AssetSelection.from_string(selection).resolve(definitions.resolve_asset_graph())
+    )
+
+
 def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, selection: str | None) -> bool:
     from arhn_assets.definitions import defs
 
     add_datasets(instance, [dataset])
-    definitions = defs()
-    if selection:
-        job = definitions.resolve_implicit_global_asset_job_def().get_subset(
-            asset_selection=dg.AssetSelection.from_string(selection).resolve(definitions.resolve_asset_graph())
-        )
-    else:
-        job = definitions.resolve_job_def("arhn_pipeline")
+    job = pipeline_job(defs(), selection)
     result = job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config, raise_on_error=False)
     for event in result.all_events:
         if event.is_step_failure:

@@ -10,15 +10,17 @@ import duckdb
 import polars as pl
 import pytest
 
-from arhn_assets.cli import failure_message
+from arhn_assets.cli import failure_message, pipeline_job
 from arhn_assets.definitions import defs
 
 SCIFACT_QUERIES = 40
+# These tests are about ingest and mining; the LLM stages have their own (test_llm_stages.py).
+INGEST_AND_MINING = "group:ingest or group:mining"
 
 
 def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
     instance.add_dynamic_partitions("dataset", [dataset])
-    job = defs().resolve_job_def("arhn_pipeline")
+    job = pipeline_job(defs(), INGEST_AND_MINING)
     return job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config or {}, raise_on_error=False)
 
 
@@ -103,7 +105,7 @@ def test_a_landed_file_without_valid_rows_fails_with_its_quarantine(lake_home, i
 
 def test_hostile_partition_keys_never_reach_the_file_system(lake_home, instance):
     instance.add_dynamic_partitions("dataset", ["../escape"])
-    job = defs().resolve_job_def("arhn_pipeline")
+    job = pipeline_job(defs(), INGEST_AND_MINING)
     result = job.execute_in_process(partition_key="../escape", instance=instance, raise_on_error=False)
     assert not result.success
     assert "invalid dataset name" in failure_message(next(e for e in result.all_events if e.is_step_failure))
