@@ -55,7 +55,7 @@ def test_ranking_template_fields():
     spec = load_template("answerability_ranking")
     assert "{id}" in spec["passage"] and "{passage}" in spec["passage"]
     assert "{query}" in spec["prefix"] and "{query}" in spec["suffix"]
-    assert type(spec["max_new_tokens_per_passage"]) is int and spec["max_new_tokens_per_passage"] > 0
+    assert type(spec["max_new_tokens_slack"]) is int and spec["max_new_tokens_slack"] >= 0
     assert re.fullmatch(spec["output_pattern"], "[2] > [1] > [3]")
 
 
@@ -220,9 +220,9 @@ def test_ranking_prompt_max_new_tokens_grows_with_n():
     spec = load_template("answerability_ranking")
     budgets = [ranking_prompt(QUERY, [f"passage {i}" for i in range(n)]).max_new_tokens for n in range(1, 31)]
     assert all(a < b for a, b in zip(budgets, budgets[1:]))
-    assert budgets[19] == spec["max_new_tokens_per_passage"] * 20 + 8
-    # Enough for a full answer such as '[20] > [19] > ... > [1]' at a few tokens per id.
-    assert budgets[19] >= 20 * 4
+    # A window of 20 can always be written out, even at one token per character.
+    full = " > ".join(f"[{i}]" for i in range(20, 0, -1))
+    assert budgets[19] == len(full) + spec["max_new_tokens_slack"]
 
 
 def test_ranking_prompt_digest_depends_on_order():

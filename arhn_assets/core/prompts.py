@@ -76,5 +76,5 @@ def ranking_prompt(
         *lines,
         spec["suffix"].format(num=len(passages), query=query),
     ])
-    budget = spec["max_new_tokens_per_passage"] * len(passages) + 8
+    budget = len(" > ".join(f"[{i}]" for i in range(1, len(passages) + 1))) + spec["max_new_tokens_slack"]
     return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), budget)
