@@ -4,6 +4,8 @@ negatives, the embedding cache)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -164,6 +166,24 @@ def test_random_sampling_is_seeded_and_draws_from_the_eligible_window(encoder):
     other_seeds = [negatives_by_query(mine_negatives(triplets, passages, encoder, MiningConfig(
         num_negatives=3, relative_margin=0.05, sampling_strategy="random", seed=s, range_max=14)).candidates) for s in (1, 2, 3)]
     assert any(o != first for o in other_seeds)
+
+
+@pytest.mark.parametrize("sampling", ["top", "random"])
+def test_the_reserve_is_mined_past_the_negatives_without_changing_them(encoder, sampling):
+    triplets, passages = make_triplets(), make_passages()
+    plain = MiningConfig(num_negatives=3, relative_margin=None, sampling_strategy=sampling, range_max=12)
+    with_reserve = dataclasses.replace(plain, reserve_negatives=4)
+    before = mine_negatives(triplets, passages, encoder, plain).candidates
+    result = mine_negatives(triplets, passages, encoder, with_reserve)
+    after = result.candidates
+    assert after.filter(pl.col("source") != "reserve").equals(before)
+    for query_id, group in after.group_by("query_id"):
+        mined = group.filter(pl.col("source") == "mined")
+        spare = group.filter(pl.col("source") == "reserve")
+        assert spare.height == 4 and not set(spare["doc_id"]) & set(group.filter(pl.col("source") != "reserve")["doc_id"])
+        if sampling == "top":
+            assert spare["rank"].min() > mined["rank"].max()
+    assert result.stats.negatives["reserve"] == after.filter(pl.col("source") == "reserve").height
 
 
 def test_provided_negatives_keep_filter_ignore_and_never(encoder):

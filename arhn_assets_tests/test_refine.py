@@ -105,6 +105,20 @@ def test_a_query_left_without_negatives_is_kept_or_dropped_and_counted(policy, k
     assert summary(frame)["left_without_negatives"].to_list() == [1]
 
 
+def test_backfill_takes_the_unjudged_reserve_or_drops_the_query():
+    single = pl.concat([candidates("q", ["p"], ["n1"]), pl.DataFrame({"dataset": "toy", "query_id": "q", "doc_id": ["r1", "r2"], "source": "reserve"})])
+    config = RefineConfig(configs=("baseline", "R"), empty_negatives="backfill")
+    frame = decide(single, snippets("q", {"n1": "answer"}), rankings("q", ["n1", "p"]), config)
+    refined = {c: (p, n) for _, c, _, p, n in refined_triplets(frame).iter_rows()}
+    assert refined == {"baseline": (["p"], ["n1"]), "R": (["p", "n1"], ["r1", "r2"])}
+    assert summary(frame).filter(pl.col("config") == "R")["backfilled"].to_list() == [1]
+    backfilled = frame.filter(pl.col("doc_id") == "r1")
+    assert backfilled["llm_rank"].to_list() == [None] and backfilled["query_note"].to_list() == ["backfilled"]
+
+    without_reserve = decide(single.filter(pl.col("source") != "reserve"), snippets("q", {"n1": "answer"}), rankings("q", ["n1", "p"]), config)
+    assert without_reserve.filter(pl.col("config") == "R")["query_kept"].unique().to_list() == [False]
+
+
 def test_refined_triplets_and_summary():
     frame = decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(configs=ALL))
     refined = {c: (p, n) for _, c, _, p, n in refined_triplets(frame).iter_rows()}

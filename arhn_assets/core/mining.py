@@ -38,11 +38,16 @@ CANDIDATES_SCHEMA = {
     "dataset": pl.String,
     "query_id": pl.String,
     "doc_id": pl.String,
-    "source": pl.String,  # positive | mined | provided
+    "source": pl.String,  # positive | mined | provided | reserve (mined, kept aside for backfill)
     "rank": pl.Int64,  # 1-based position in an exhaustive search of the corpus; null where none ran
     "score": pl.Float64,
     "positive_score": pl.Float64,  # the query's lowest positive score: the margin reference
 }
+
+
+def judged(candidates: pl.DataFrame) -> pl.DataFrame:
+    """The candidates the LLM stages judge: all but the backfill reserve."""
+    return candidates.filter(pl.col("source") != "reserve")
 
 
 @dataclass(frozen=True)
@@ -61,12 +66,15 @@ class MiningConfig:
     provided_negatives: Literal["keep", "filter", "ignore"] = "keep"
     mine_from_corpus: Literal["auto", "always", "never"] = "auto"
     query_chunk_size: int = 4096
+    # Negatives mined past num_negatives and kept aside (source 'reserve'): the LLM stages do not
+    # judge them; refine backfills a query whose judged negatives were all removed from them.
+    reserve_negatives: int = 0
 
     def resolve_range_max(self, max_positives: int) -> int:
         if self.range_max is not None:
             return self.range_max
         widened = any(v is not None for v in (self.absolute_margin, self.relative_margin, self.max_score))
-        return self.range_min + self.num_negatives * (10 if widened else 1) + max_positives
+        return self.range_min + (self.num_negatives + self.reserve_negatives) * (10 if widened else 1) + max_positives
 
     def validate(self, max_positives: int) -> int:
         if self.num_negatives < 1:
@@ -76,6 +84,8 @@ class MiningConfig:
         range_max = self.resolve_range_max(max_positives)
         if self.range_min >= range_max:
             raise ValueError(f"range_min ({self.range_min}) must be smaller than range_max ({range_max})")
+        if self.reserve_negatives < 0:
+            raise ValueError(f"reserve_negatives must be non-negative, got {self.reserve_negatives}")
         if self.num_negatives > range_max - self.range_min:
             raise ValueError(
                 f"cannot mine {self.num_negatives} negatives per query: only {range_max - self.range_min} "
@@ -198,7 +208,7 @@ def mine_negatives(
     """
     stats = MiningStats(queries=triplets.height, corpus_passages=passages.height)
     stats.removed = {"positive": 0, "provided_is_positive": 0, **{f: 0 for f in FILTERS}, "range_min": 0}
-    stats.negatives = {"mined": 0, "provided": 0}
+    stats.negatives = {"mined": 0, "provided": 0, "reserve": 0}
     corpus = DedupedCorpus.build(passages)
     stats.unique_passage_texts = len(corpus.texts)
 
@@ -257,6 +267,7 @@ def mine_negatives(
 
     started = time.perf_counter()
     mined: dict[int, list[tuple[int, int, float]]] = {}  # query row -> [(text index, rank, score)]
+    reserve: dict[int, list[tuple[int, int, float]]] = {}
     if search_rows:
         k = range_max + stats.max_positives
         scores, indices, tracked_scores = _search(query_emb[search_rows], corpus_emb, k, config, [tracked[i] for i in search_rows])
@@ -274,14 +285,20 @@ def mine_negatives(
         stats.removed["range_min"] = int(torch.isfinite(window_scores[:, : config.range_min]).sum())
         window_scores, positions = window_scores[:, config.range_min :], positions[:, config.range_min :]
         rng = np.random.default_rng(config.seed)
+        # A separate stream for the reserve, so the mined picks stay those of sentence-transformers.
+        reserve_rng = np.random.default_rng(config.seed + 1)
         for n, i in enumerate(search_rows):
             finite = int(torch.isfinite(window_scores[n]).sum())
             if config.sampling_strategy == "top":
                 picks = np.arange(min(config.num_negatives, finite))
+                spare = np.arange(len(picks), min(len(picks) + config.reserve_negatives, finite))
             else:
                 picks = np.sort(rng.choice(finite, size=min(config.num_negatives, finite), replace=False))
-            cols = positions[n, picks].tolist()
-            mined[i] = [(int(indices[n, c]), c + 1, float(scores[n, c])) for c in cols]
+                rest = np.setdiff1d(np.arange(finite), picks)
+                spare = np.sort(reserve_rng.choice(rest, size=min(config.reserve_negatives, len(rest)), replace=False))
+            for target, chosen in ((mined, picks), (reserve, spare)):
+                cols = positions[n, chosen].tolist()
+                target[i] = [(int(indices[n, c]), c + 1, float(scores[n, c])) for c in cols]
     stats.search_seconds = time.perf_counter() - started
 
     out: list[tuple] = []
@@ -321,6 +338,9 @@ def mine_negatives(
         row_negatives = [o[5] for o in out[len(out) - count :]] if count else []
         negative_scores.extend(row_negatives)
         margins.extend(float(min_pos[i]) - s for s in row_negatives)
+        spare = [(j, rank, score) for j, rank, score in reserve.get(i, []) if j not in taken]
+        stats.negatives["reserve"] += len(spare)
+        out.extend((r["dataset"], r["query_id"], corpus.first_id[j], "reserve", rank, score, float(min_pos[i])) for j, rank, score in spare)
 
     candidates = pl.DataFrame(out, schema=CANDIDATES_SCHEMA, orient="row")
     own_positive_scores = [scored[i][0][: len(own_ids[i])] for i in range(len(rows))]

@@ -23,6 +23,7 @@ import polars as pl
 from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
 from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
+from arhn_assets.core.mining import judged
 from arhn_assets.core.parsing import RankingParse, RankingStatus, parse_ranking
 from arhn_assets.core.prompts import load_template, ranking_prompt
 
@@ -165,7 +166,7 @@ def rank_candidates(
     sets: dict[str, list[str]] = {}
     dataset_of: dict[str, str] = {}
     positives: dict[str, set[str]] = {}
-    for dataset, query_id, doc_id, source in candidates.select("dataset", "query_id", "doc_id", "source").iter_rows():
+    for dataset, query_id, doc_id, source in judged(candidates).select("dataset", "query_id", "doc_id", "source").iter_rows():
         snippet = grounded.get((query_id, doc_id))
         if config.rank_on == "passage" or (config.rank_on == "snippet_else_passage" and snippet is None):
             texts[(query_id, doc_id)] = full[doc_id]

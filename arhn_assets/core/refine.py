@@ -16,8 +16,9 @@ Configurations (ARHN's, plus RLHN's for comparison, castorini/rlhn `techniques.p
 - `hn_remove`: every flagged negative is dropped.
 Every configuration but `baseline` drops a query with more than `max_flagged` of the negatives it
 acts on flagged (RLHN's threshold, 8; R counts relabel flags, F filter flags, the others both). A query whose ranking is invalid keeps its labels unchanged and is counted;
-a query left without negatives is kept (in-batch negatives still train it) or dropped, as
-configured, and counted either way.
+a query left without negatives is kept (in-batch negatives still train it), dropped, or
+backfilled from its reserve (negatives mined past `num_negatives` and never judged; without a
+reserve it is dropped), as configured, and counted either way.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class RefineConfig:
     configs: tuple[str, ...] = ("baseline", "R", "F", "R+F")
     relabel_requires_snippet: bool = False
     max_flagged: int | None = 8
-    empty_negatives: Literal["keep", "drop"] = "keep"
+    empty_negatives: Literal["keep", "drop", "backfill"] = "keep"
     # rank_llm repairs rankings with repeated or missing ids; by default only clean ones count.
     accept_repaired_rankings: bool = False
 
@@ -97,7 +98,8 @@ def decide(
     for (dataset, query_id), group in candidates.group_by("dataset", "query_id", maintain_order=True):
         ranking, status = ranking_of.get(query_id, (None, "wrong_format"))
         llm_rank = {doc: i for i, doc in enumerate(ranking or [], start=1)}
-        docs = group.select("doc_id", "source").rows()
+        docs = group.filter(pl.col("source") != "reserve").select("doc_id", "source").rows()
+        reserve = group.filter(pl.col("source") == "reserve")["doc_id"].to_list()
         positives = [d for d, source in docs if source == "positive"]
         usable = _usable(status, config) and all(d in llm_rank for d, _ in docs)
         positive_rank = min((llm_rank[d] for d in positives), default=None) if usable else None
@@ -119,9 +121,14 @@ def decide(
             elif name != "baseline" and config.max_flagged is not None and flagged > config.max_flagged:
                 kept, note = False, "too_many_flagged"
             decisions = {doc: _decision(name, flags[doc]) if note is None else "keep_negative" for doc in flags}
+            backfill: list[str] = []
             if kept and flags and "keep_negative" not in decisions.values():
-                note = "no_negatives_left"
-                kept = config.empty_negatives == "keep"
+                if config.empty_negatives == "backfill" and reserve:
+                    note, backfill = "backfilled", reserve
+                else:
+                    note, kept = "no_negatives_left", config.empty_negatives == "keep"
+            for doc in backfill:
+                rows.append((dataset, name, query_id, doc, "negative", False, None, None, positive_rank, status, "keep_negative", kept, note))
             for doc, source in docs:
                 answered = snippet_status.get((query_id, doc))
                 rows.append((
@@ -170,6 +177,7 @@ def summary(decisions: pl.DataFrame) -> pl.DataFrame:
         queries_kept=pl.col("kept").sum(),
         invalid_rankings=(pl.col("note") == "invalid_ranking").sum(),
         left_without_negatives=(pl.col("note") == "no_negatives_left").sum(),
+        backfilled=(pl.col("note") == "backfilled").sum(),
     )
     return queries.join(counts, on="config", how="left").with_columns(
         relabel_rate=pl.col("relabeled") / pl.col("negatives"),

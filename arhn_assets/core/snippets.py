@@ -13,6 +13,7 @@ import polars as pl
 from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
 from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
+from arhn_assets.core.mining import judged
 from arhn_assets.core.parsing import parse_snippet
 from arhn_assets.core.prompts import load_template, snippet_prompt
 
@@ -50,7 +51,7 @@ def extract_snippets(
     spec = load_template(config.template)
     query_text = dict(triplets.select("query_id", "query_text").iter_rows())
     texts = passage_texts(passages)
-    rows = candidates.select("dataset", "query_id", "doc_id", "source").rows()
+    rows = judged(candidates).select("dataset", "query_id", "doc_id", "source").rows()
     prompts = [snippet_prompt(query_text[q], texts[d], config.max_words, config.template) for _, q, d, _ in rows]
     requests = [GenerationRequest(p.messages, p.max_new_tokens) for p in prompts]
     stats = CallStats()

@@ -16,7 +16,7 @@ class RefineRunConfig(dg.Config):
     configs: list[str] = ["baseline", "R", "F", "R+F"]
     relabel_requires_snippet: bool = False
     max_flagged: int | None = 8
-    empty_negatives: Literal["keep", "drop"] = "keep"
+    empty_negatives: Literal["keep", "drop", "backfill"] = "keep"
     accept_repaired_rankings: bool = False
 
 
