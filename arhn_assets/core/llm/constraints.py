@@ -93,3 +93,22 @@ def candidate_tokens(tokenizer) -> dict[int, str]:
                 pieces[token_id] = piece
         _CANDIDATES[key] = pieces
     return _CANDIDATES[key]
+
+
+def _id_alternatives(n: int) -> list[str]:
+    return [str(i) for i in range(n, 0, -1)]  # longest first, so "12" is not read as "1" then "2"
+
+
+def ranking_regex(n: int) -> str:
+    """`[a] > [b] > …` with exactly n ids from 1..n, for servers with regex-guided decoding
+    (vLLM's `structured_outputs`). Uniqueness is not regular at any sane size: the parser repairs
+    and counts repeated ids."""
+    one = r"\[(?:" + "|".join(_id_alternatives(n)) + r")\]"
+    return one + (f"(?:{SEPARATOR}{one}){{{n - 1}}}" if n > 1 else "")
+
+
+def ranking_gbnf(n: int) -> str:
+    """The same language as `ranking_regex`, as a llama.cpp GBNF grammar."""
+    ids = " | ".join(f'"{i}"' for i in _id_alternatives(n))
+    body = ' " > " '.join(["id"] * n)
+    return f'root ::= {body}\nid ::= "[" ( {ids} ) "]"\n'

