@@ -7,6 +7,7 @@ the quality of its answers."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,6 +25,7 @@ from arhn_assets.core.llm.cache import CallCache
 from arhn_assets.core.llm.embedded import TransformersBackend
 from arhn_assets.core.prompts import snippet_prompt
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
+from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
 from arhn_assets_tests.test_mining import make_passages, make_triplets
 
@@ -114,13 +116,18 @@ def test_a_killed_run_resumes_without_repeating_a_finished_call(backend, models_
     assert resumed.drop("cached").equals(uninterrupted.drop("cached"))
 
 
-@pytest.mark.slow
-def test_llm_assets_materialize_decisions_and_exports(lake_home, shared_data):
-    import shutil
-
+@pytest.fixture
+def msmarco_sample(lake_home, shared_data) -> Path:
+    """A dataset partition landed from FlagEmbedding's MS MARCO examples (10 queries, 26 candidates each)."""
     landing = lake_home / "landing" / "msmarco-sample"
     landing.mkdir(parents=True)
     shutil.copy(shared_data / "bge_examples" / "embedder_msmarco.jsonl", landing / "msmarco.jsonl")
+    return lake_home
+
+
+@pytest.mark.slow
+def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
+    lake_home = msmarco_sample
     config = {"resources": {"language_model": {"config": {"max_queries": 2}}}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
@@ -156,3 +163,35 @@ def test_constrained_rankings_are_always_complete_permutations(backend):
         parsed = parse_ranking(completion.text, len(window), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$")
         assert parsed.status == "ok", completion.text
         assert completion.finish_reason == "stop"
+
+
+def test_pipes_worker_runs_the_llm_stages_out_of_process(msmarco_sample):
+    """The path vLLM takes on a GPU, run here with the embedded backend: the stages execute in a
+    Pipes subprocess, which writes the shared call cache, so the in-process re-run is all hits
+    and yields the same rows."""
+    lake = msmarco_sample / "lake"
+    job = pipeline_job(defs(), "group:ingest or group:mining or group:llm")
+
+    def run(execution: str):
+        config = {"resources": {"language_model": {"config": {"max_queries": 1, "execution": execution}}}}
+        result = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
+        assert result.success
+        frames = {name: pl.read_parquet(lake / name / "dataset=msmarco-sample" / "part-0.parquet")
+                  for name in ("answer_snippets", "answerability_rankings")}
+        return result, frames
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
+        piped, piped_frames = run("pipes")
+        worker_logs = [entry.user_message for entry in instance.all_logs(piped.run_id)]
+        assert "answer_snippets: 26 calls, 0 cache hits" in worker_logs
+        snippets_meta = piped.asset_materializations_for_node("answer_snippets")[0].metadata
+        assert snippets_meta["llm_calls"].value == 26 and snippets_meta["model"].value.startswith("SmolLM2")
+        assert piped_frames["answerability_rankings"]["status"].to_list() == ["ok"]
+        assert not any((msmarco_sample / "tmp" / "pipes").rglob("*.parquet")), "the worker's files are removed"
+
+        in_process, frames = run("in_process")
+        warm = in_process.asset_materializations_for_node("answer_snippets")[0].metadata
+        assert warm["llm_calls"].value == 0 and warm["cache_hits"].value == 26
+        for name, frame in frames.items():
+            assert frame.drop("cached", strict=False).equals(piped_frames[name].drop("cached", strict=False)), name

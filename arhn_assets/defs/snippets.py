@@ -3,7 +3,6 @@
 import dagster as dg
 import polars as pl
 
-from arhn_assets.core.snippets import SnippetConfig, extract_snippets
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
@@ -15,6 +14,7 @@ class SnippetRunConfig(dg.Config):
 
 @dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool="gpu")
 def answer_snippets(
+    context: dg.AssetExecutionContext,
     config: SnippetRunConfig,
     storage: ArhnStorage,
     language_model: LanguageModel,
@@ -23,16 +23,16 @@ def answer_snippets(
     raw_passages: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """Per (query, candidate): the answer span copied from the passage, checked to occur in it."""
-    with language_model.session(storage.paths) as (backend, cache):
-        frame, stats = extract_snippets(
-            language_model.limit(mined_negatives), raw_triplets, raw_passages, backend, cache,
-            SnippetConfig(max_words=config.max_words, batch_size=language_model.batch_size),
-        )
+    frame, stats, model = language_model.run_stage(
+        context, storage.paths, "answer_snippets",
+        {"candidates": mined_negatives, "triplets": raw_triplets, "passages": raw_passages},
+        {"max_words": config.max_words, "batch_size": language_model.batch_size},
+    )
     answered = frame.filter(pl.col("status") == "answer")
     return dg.Output(
         frame,
         metadata={
-            **llm_call_metadata(stats, frame["status"], backend.identity),
+            **llm_call_metadata(stats, frame["status"], model),
             "queries": frame["query_id"].n_unique(),
             "groundedness_rate": round(answered.height / max(1, frame.filter(pl.col("status").is_in(["answer", "ungrounded"])).height), 4),
             "preview": markdown_preview(frame.drop("completion")),
