@@ -165,33 +165,40 @@ def test_constrained_rankings_are_always_complete_permutations(backend):
         assert completion.finish_reason == "stop"
 
 
-def test_pipes_worker_runs_the_llm_stages_out_of_process(msmarco_sample):
-    """The path vLLM takes on a GPU, run here with the embedded backend: the stages execute in a
-    Pipes subprocess, which writes the shared call cache, so the in-process re-run is all hits
-    and yields the same rows."""
-    lake = msmarco_sample / "lake"
+def test_pipes_worker_runs_the_llm_stages_out_of_process_on_scifact(lake_home):
+    """The path vLLM takes on a GPU, run here with the embedded backend on a SciFact slice: the
+    stages execute in a Pipes subprocess, which writes the shared call cache, so the in-process
+    re-run is all cache hits and yields the same rows."""
+    lake = lake_home / "lake"
     job = pipeline_job(defs(), "group:ingest or group:mining or group:llm")
 
     def run(execution: str):
-        config = {"resources": {"language_model": {"config": {"max_queries": 1, "execution": execution}}}}
-        result = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
+        config = {
+            "ops": {"ingest_dataset": {"config": {"max_queries": 2}}},
+            "resources": {"language_model": {"config": {"max_queries": 1, "execution": execution}}},
+        }
+        result = job.execute_in_process(partition_key="scifact", instance=instance, run_config=config)
         assert result.success
-        frames = {name: pl.read_parquet(lake / name / "dataset=msmarco-sample" / "part-0.parquet")
+        frames = {name: pl.read_parquet(lake / name / "dataset=scifact" / "part-0.parquet")
                   for name in ("answer_snippets", "answerability_rankings")}
         return result, frames
 
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
+        instance.add_dynamic_partitions("dataset", ["scifact"])
         piped, piped_frames = run("pipes")
+        snippets = piped_frames["answer_snippets"]
+        mined = pl.read_parquet(lake / "mined_negatives" / "dataset=scifact" / "part-0.parquet")
+        calls = mined.filter(pl.col("query_id") == mined["query_id"][0]).height  # positives + 10 negatives
+        assert snippets["query_id"].n_unique() == 1 and snippets.height == calls >= 11
         worker_logs = [entry.user_message for entry in instance.all_logs(piped.run_id)]
-        assert "answer_snippets: 26 calls, 0 cache hits" in worker_logs
-        snippets_meta = piped.asset_materializations_for_node("answer_snippets")[0].metadata
-        assert snippets_meta["llm_calls"].value == 26 and snippets_meta["model"].value.startswith("SmolLM2")
+        assert f"answer_snippets: {calls} calls, 0 cache hits" in worker_logs
+        metadata = piped.asset_materializations_for_node("answer_snippets")[0].metadata
+        assert metadata["llm_calls"].value == calls and metadata["model"].value.startswith("SmolLM2")
         assert piped_frames["answerability_rankings"]["status"].to_list() == ["ok"]
-        assert not any((msmarco_sample / "tmp" / "pipes").rglob("*.parquet")), "the worker's files are removed"
+        assert not any((lake_home / "tmp" / "pipes").rglob("*.parquet")), "the worker's files are removed"
 
         in_process, frames = run("in_process")
         warm = in_process.asset_materializations_for_node("answer_snippets")[0].metadata
-        assert warm["llm_calls"].value == 0 and warm["cache_hits"].value == 26
+        assert warm["llm_calls"].value == 0 and warm["cache_hits"].value == calls
         for name, frame in frames.items():
             assert frame.drop("cached", strict=False).equals(piped_frames[name].drop("cached", strict=False)), name
