@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,12 @@ def lake_home(tmp_path: Path, shared_data: Path, embedding_cache: Path, models_c
 def models_cache(tmp_path_factory) -> Path:
     """Where the embedded LLM's GGUF is dequantized once per test run (~35 s), then reused."""
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture
+def msmarco_sample(lake_home, shared_data) -> Path:
+    """A dataset partition landed from FlagEmbedding's MS MARCO examples (10 queries, 26 candidates each)."""
+    landing = lake_home / "landing" / "msmarco-sample"
+    landing.mkdir(parents=True)
+    shutil.copy(shared_data / "bge_examples" / "embedder_msmarco.jsonl", landing / "msmarco.jsonl")
+    return lake_home

@@ -7,7 +7,6 @@ the quality of its answers."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -116,22 +115,13 @@ def test_a_killed_run_resumes_without_repeating_a_finished_call(backend, models_
     assert resumed.drop("cached").equals(uninterrupted.drop("cached"))
 
 
-@pytest.fixture
-def msmarco_sample(lake_home, shared_data) -> Path:
-    """A dataset partition landed from FlagEmbedding's MS MARCO examples (10 queries, 26 candidates each)."""
-    landing = lake_home / "landing" / "msmarco-sample"
-    landing.mkdir(parents=True)
-    shutil.copy(shared_data / "bge_examples" / "embedder_msmarco.jsonl", landing / "msmarco.jsonl")
-    return lake_home
-
-
 @pytest.mark.slow
 def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
     lake_home = msmarco_sample
     config = {"resources": {"language_model": {"config": {"max_queries": 2}}}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
-        job = defs().resolve_job_def("arhn_pipeline")
+        job = pipeline_job(defs(), "group:ingest or group:mining or group:llm or group:refine")
         first = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
         assert first.success
         lake = lake_home / "lake"

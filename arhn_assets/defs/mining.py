@@ -1,13 +1,11 @@
 """`mined_negatives`: the scored candidate set (positives + hard negatives) of every query."""
 
-import dataclasses
 import time
-import typing
 
 import dagster as dg
 import polars as pl
-import pydantic
 
+from arhn_assets.dagster_config import config_from_dataclass
 from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage, EmbeddingModel
@@ -15,11 +13,8 @@ from arhn_assets.metadata import markdown_preview, rounded
 
 # One source of truth for the options: the Dagster config is built from the dataclass, so the
 # names, types and defaults are those of core.mining (and of sentence-transformers).
-MiningRunConfig = pydantic.create_model(
-    "MiningRunConfig",
-    __base__=dg.Config,
-    __doc__="Same names and meaning as sentence_transformers.util.mine_hard_negatives.",
-    **{f.name: (typing.get_type_hints(MiningConfig)[f.name], f.default) for f in dataclasses.fields(MiningConfig)},
+MiningRunConfig = config_from_dataclass(
+    "MiningRunConfig", MiningConfig, "Same names and meaning as sentence_transformers.util.mine_hard_negatives."
 )
 
 

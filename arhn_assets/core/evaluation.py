@@ -1,0 +1,104 @@
+"""Stage 5b, evaluation: score retrievers on a BEIR split with pytrec_eval, per query and overall.
+
+Retrieval is exact cosine search over the whole corpus (embeddings from `embeddings.Encoder`, so
+a corpus is encoded once per model and cached). Metrics are pytrec_eval's, as beir computes them:
+nDCG@10 (`ndcg_cut_10`), Recall@100 (`recall_100`), MAP@100 (`map_cut_100`), and MRR@10, which
+trec_eval has no cut for, so it is `recip_rank` over each query's top 10, as beir's `mrr` does.
+Per-query values are kept so configurations can be compared with paired tests (`paired_tests`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from arhn_assets.core.beir_io import BeirDataset, passage_text
+from arhn_assets.core.embeddings import Encoder
+
+METRICS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100", "mrr@10": "recip_rank"}
+QUERY_SCORES_SCHEMA = {"query_id": pl.String, "metric": pl.String, "value": pl.Float64}
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    top_k: int = 100
+    # Drop a retrieved passage whose id equals the query's id (ArguAna-style corpora, where each
+    # query is itself a corpus document). Off by default, as in MTEB.
+    ignore_identical_ids: bool = False
+    query_chunk_size: int = 1024
+
+
+def retrieve(encoder: Encoder, dataset: BeirDataset, query_ids: list[str], config: EvaluationConfig) -> dict[str, dict[str, float]]:
+    """{query_id: {doc_id: cosine score}} for the top_k passages of each query."""
+    import torch
+
+    corpus = dataset.corpus
+    doc_ids = corpus["doc_id"].to_list()
+    doc_emb = torch.from_numpy(encoder.encode([passage_text(t, x) for t, x in corpus.select("title", "text").iter_rows()], "document"))
+    query_text = dict(dataset.queries.select("query_id", "text").iter_rows())
+    query_emb = torch.from_numpy(encoder.encode([query_text[q] for q in query_ids], "query"))
+    k = min(config.top_k + (1 if config.ignore_identical_ids else 0), len(doc_ids))
+    run: dict[str, dict[str, float]] = {}
+    for start in range(0, len(query_ids), config.query_chunk_size):
+        scores, indices = torch.topk(query_emb[start : start + config.query_chunk_size] @ doc_emb.T, k=k, dim=1)
+        for row, query_id in enumerate(query_ids[start : start + config.query_chunk_size]):
+            hits = {doc_ids[j]: float(s) for s, j in zip(scores[row].tolist(), indices[row].tolist())}
+            if config.ignore_identical_ids:
+                hits.pop(query_id, None)
+            run[query_id] = dict(list(hits.items())[: config.top_k])
+    return run
+
+
+def score_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> pl.DataFrame:
+    """Per-query metrics (`QUERY_SCORES_SCHEMA`) of `run` against `qrels`, by pytrec_eval."""
+    import pytrec_eval
+
+    judged = {q: docs for q, docs in run.items() if q in qrels}
+    main = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100", "map_cut.100"}).evaluate(judged)
+    top10 = {q: dict(sorted(docs.items(), key=lambda item: -item[1])[:10]) for q, docs in judged.items()}
+    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    rows = []
+    for query_id in sorted(judged):
+        for name, measure in METRICS.items():
+            source = mrr if measure == "recip_rank" else main
+            rows.append((query_id, name, float(source[query_id][measure])))
+    return pl.DataFrame(rows, schema=QUERY_SCORES_SCHEMA, orient="row")
+
+
+def qrels_dict(qrels: pl.DataFrame) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for query_id, doc_id, score in qrels.select("query_id", "doc_id", "score").iter_rows():
+        out.setdefault(query_id, {})[doc_id] = int(score)
+    return out
+
+
+def evaluate(encoder: Encoder, dataset: BeirDataset, split: str, config: EvaluationConfig = EvaluationConfig()) -> pl.DataFrame:
+    """Per-query metrics of `encoder` on `split` of `dataset` (queries without judgments are skipped)."""
+    qrels = qrels_dict(dataset.qrels(split))
+    known = set(dataset.queries["query_id"].to_list())
+    query_ids = sorted(q for q in qrels if q in known)
+    return score_run(qrels, retrieve(encoder, dataset, query_ids, config))
+
+
+def mean_scores(per_query: pl.DataFrame) -> dict[str, float]:
+    """The mean of each metric over queries: BEIR's reported figure."""
+    return dict(per_query.group_by("metric").agg(pl.col("value").mean()).iter_rows())
+
+
+def paired_tests(per_query: pl.DataFrame, reference: str, by: str = "config") -> pl.DataFrame:
+    """Each `by` group against `reference`, per metric, over the same queries: mean delta, the
+    paired t-test's and the Wilcoxon signed-rank test's two-sided p-values (scipy)."""
+    from scipy import stats
+
+    rows = []
+    base = per_query.filter(pl.col(by) == reference)
+    for (other, metric), group in per_query.filter(pl.col(by) != reference).group_by(by, "metric", maintain_order=True):
+        pairs = group.join(base.filter(pl.col("metric") == metric), on=["query_id", "metric"], suffix="_reference")
+        delta = (pairs["value"] - pairs["value_reference"]).to_numpy()
+        t_p = float(stats.ttest_rel(pairs["value"], pairs["value_reference"]).pvalue) if np.any(delta) else 1.0
+        w_p = float(stats.wilcoxon(delta).pvalue) if np.any(delta) else 1.0
+        rows.append((other, metric, len(delta), float(delta.mean()) if len(delta) else 0.0, t_p, w_p))
+    return pl.DataFrame(rows, schema={by: pl.String, "metric": pl.String, "queries": pl.Int64, "delta": pl.Float64,
+                                      "p_ttest": pl.Float64, "p_wilcoxon": pl.Float64}, orient="row")

@@ -1,0 +1,75 @@
+"""Fine-tuning on a small slice: rows, a model that changed, a loadable folder with its card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from arhn_assets.core.training import TrainingConfig, teacher_scores, train_retriever, training_rows
+from arhn_assets_tests.test_mining import make_passages, make_triplets
+
+
+def refined_slice() -> pl.DataFrame:
+    triplets, passages = make_triplets(), make_passages()
+    doc_ids = passages["doc_id"].to_list()
+    negatives = [[d for d in doc_ids if d not in positives][:3] for positives in triplets["positive_ids"]]
+    negatives[0] = []  # a query left without negatives: it trains on in-batch negatives only
+    return pl.DataFrame({"query_id": triplets["query_id"], "positive_ids": triplets["positive_ids"], "negative_ids": negatives})
+
+
+def test_rows_cover_every_positive_and_rotate_the_negatives():
+    refined = pl.DataFrame({"query_id": ["q_rise"], "positive_ids": [["bread-0", "bread-1"]], "negative_ids": [["vaccine-0", "photo-0", "photo-1"]]})
+    rows, pairs = training_rows(refined, make_triplets(), make_passages(), negatives_per_row=2)
+    assert rows.height == 2 and pairs.height == 0 and rows.columns == ["anchor", "positive", "negative_1", "negative_2"]
+    texts = dict(make_passages().select("doc_id", "text").iter_rows())
+    used = set(rows["negative_1"]) | set(rows["negative_2"])
+    assert used == {texts["vaccine-0"], texts["photo-0"], texts["photo-1"]}
+
+
+def test_distillation_rows_carry_the_teachers_scores():
+    refined = pl.DataFrame({"query_id": ["q_rise"], "positive_ids": [["bread-0"]], "negative_ids": [["vaccine-0"]]})
+    rankings = pl.DataFrame({"query_id": ["q_rise"], "ranking": [["vaccine-0", "bread-0"]]})
+    scores = teacher_scores("llm_rank", pl.DataFrame(), rankings)
+    rows, _ = training_rows(refined, make_triplets(), make_passages(), 1, scores)
+    assert rows["label"].to_list() == [[-2.0, -1.0]]
+
+
+@pytest.mark.parametrize("loss", ["mnrl", "cached_mnrl"])
+def test_training_changes_the_model_and_saves_a_loadable_folder(tmp_path, loss):
+    from sentence_transformers import SentenceTransformer
+
+    rows, pairs = training_rows(refined_slice(), make_triplets(), make_passages(), 2)
+    config = TrainingConfig(loss=loss, batch_size=4, mini_batch_size=2, max_steps=3, learning_rate=1e-4)
+    folder = tmp_path / "model"
+    result = train_retriever(rows, pairs, config, folder, {"name": "toy"})
+    assert result.steps == 3 and not result.reused and pairs.height == 1
+    probe = ["How does yeast make bread rise?", "Vaccines train the immune system."]
+    trained = SentenceTransformer(str(folder)).encode(probe)
+    base = SentenceTransformer(config.base_model_path).encode(probe)
+    assert not np.allclose(trained, base, atol=1e-4)
+    meta = json.loads((folder / "arhn_training.json").read_text())
+    assert meta["data_fingerprint"] == result.data_fingerprint and meta["config"]["loss"] == loss
+    assert "arhn training record" in (folder / "README.md").read_text()
+
+    again = train_retriever(rows, pairs, config, folder, {"name": "toy"})
+    assert again.reused and again.data_fingerprint == result.data_fingerprint
+
+
+def test_training_is_seeded(tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    rows, pairs = training_rows(refined_slice(), make_triplets(), make_passages(), 1)
+    config = TrainingConfig(batch_size=4, max_steps=2, learning_rate=1e-4)
+    first = train_retriever(rows, pairs, config, tmp_path / "a", {})
+    second = train_retriever(rows, pairs, config, tmp_path / "b", {})
+    probe = ["What makes bread rise?"]
+    assert np.allclose(SentenceTransformer(first.model_path).encode(probe), SentenceTransformer(second.model_path).encode(probe), atol=1e-5)
+
+
+def test_distill_kl_refuses_rows_without_hard_negatives(tmp_path):
+    rows, pairs = training_rows(refined_slice(), make_triplets(), make_passages(), 1)
+    with pytest.raises(ValueError, match="distill_kl needs a hard negative on every row"):
+        train_retriever(rows, pairs, TrainingConfig(loss="distill_kl", max_steps=1), tmp_path / "m", {})
