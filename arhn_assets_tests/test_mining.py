@@ -171,7 +171,7 @@ def test_random_sampling_is_seeded_and_draws_from_the_eligible_window(encoder):
 @pytest.mark.parametrize("sampling", ["top", "random"])
 def test_the_reserve_is_mined_past_the_negatives_without_changing_them(encoder, sampling):
     triplets, passages = make_triplets(), make_passages()
-    plain = MiningConfig(num_negatives=3, relative_margin=None, sampling_strategy=sampling, range_max=12)
+    plain = MiningConfig(num_negatives=3, relative_margin=0.05, sampling_strategy=sampling)  # derived range_max
     with_reserve = dataclasses.replace(plain, reserve_negatives=4)
     before = mine_negatives(triplets, passages, encoder, plain).candidates
     result = mine_negatives(triplets, passages, encoder, with_reserve)

@@ -74,7 +74,13 @@ class MiningConfig:
         if self.range_max is not None:
             return self.range_max
         widened = any(v is not None for v in (self.absolute_margin, self.relative_margin, self.max_score))
-        return self.range_min + (self.num_negatives + self.reserve_negatives) * (10 if widened else 1) + max_positives
+        return self.range_min + self.num_negatives * (10 if widened else 1) + max_positives
+
+    @property
+    def reserve_depth(self) -> int:
+        """Search results beyond sentence-transformers' window, scanned for the reserve."""
+        widened = any(v is not None for v in (self.absolute_margin, self.relative_margin, self.max_score))
+        return self.reserve_negatives * (10 if widened else 1)
 
     def validate(self, max_positives: int) -> int:
         if self.num_negatives < 1:
@@ -269,7 +275,8 @@ def mine_negatives(
     mined: dict[int, list[tuple[int, int, float]]] = {}  # query row -> [(text index, rank, score)]
     reserve: dict[int, list[tuple[int, int, float]]] = {}
     if search_rows:
-        k = range_max + stats.max_positives
+        window_columns = range_max + stats.max_positives  # what sentence-transformers searches
+        k = window_columns + config.reserve_depth
         scores, indices, tracked_scores = _search(query_emb[search_rows], corpus_emb, k, config, [tracked[i] for i in search_rows])
         scored.update(zip(search_rows, tracked_scores))
         stats.candidates_considered = int(torch.isfinite(scores).sum())
@@ -280,9 +287,9 @@ def mine_negatives(
             mask &= torch.isfinite(scores)
             stats.removed[name] = int(mask.sum())
             scores[mask] = -math.inf
-        window_scores, local = torch.topk(scores, k=range_max, dim=1)
-        positions = local  # column in the search result = rank - 1
+        window_scores, positions = torch.topk(scores[:, :window_columns], k=range_max, dim=1)  # column = rank - 1
         stats.removed["range_min"] = int(torch.isfinite(window_scores[:, : config.range_min]).sum())
+        skipped = positions[:, : config.range_min]
         window_scores, positions = window_scores[:, config.range_min :], positions[:, config.range_min :]
         rng = np.random.default_rng(config.seed)
         # A separate stream for the reserve, so the mined picks stay those of sentence-transformers.
@@ -291,14 +298,20 @@ def mine_negatives(
             finite = int(torch.isfinite(window_scores[n]).sum())
             if config.sampling_strategy == "top":
                 picks = np.arange(min(config.num_negatives, finite))
-                spare = np.arange(len(picks), min(len(picks) + config.reserve_negatives, finite))
             else:
                 picks = np.sort(rng.choice(finite, size=min(config.num_negatives, finite), replace=False))
-                rest = np.setdiff1d(np.arange(finite), picks)
-                spare = np.sort(reserve_rng.choice(rest, size=min(config.reserve_negatives, len(rest)), replace=False))
-            for target, chosen in ((mined, picks), (reserve, spare)):
-                cols = positions[n, chosen].tolist()
-                target[i] = [(int(indices[n, c]), c + 1, float(scores[n, c])) for c in cols]
+            cols = positions[n, picks].tolist()
+            mined[i] = [(int(indices[n, c]), c + 1, float(scores[n, c])) for c in cols]
+            if config.reserve_negatives:
+                # Every surviving search result not picked or skipped, best first.
+                used = set(cols) | set(skipped[n].tolist())
+                row = scores[n].tolist()
+                pool = [c for c, score in enumerate(row) if c not in used and math.isfinite(score)]
+                if config.sampling_strategy == "top":
+                    spare = pool[: config.reserve_negatives]
+                else:
+                    spare = sorted(reserve_rng.choice(pool, size=min(config.reserve_negatives, len(pool)), replace=False).tolist())
+                reserve[i] = [(int(indices[n, c]), c + 1, row[c]) for c in spare]
     stats.search_seconds = time.perf_counter() - started
 
     out: list[tuple] = []
