@@ -23,10 +23,12 @@ def refined_slice() -> pl.DataFrame:
 def test_rows_cover_every_positive_and_rotate_the_negatives():
     refined = pl.DataFrame({"query_id": ["q_rise"], "positive_ids": [["bread-0", "bread-1"]], "negative_ids": [["vaccine-0", "photo-0", "photo-1"]]})
     rows, pairs = training_rows(refined, make_triplets(), make_passages(), negatives_per_row=2)
-    assert rows.height == 2 and pairs.height == 0 and rows.columns == ["anchor", "positive", "negative_1", "negative_2"]
+    assert pairs.height == 0 and rows.columns == ["anchor", "positive", "negative_1", "negative_2"]
     texts = dict(make_passages().select("doc_id", "text").iter_rows())
-    used = set(rows["negative_1"]) | set(rows["negative_2"])
-    assert used == {texts["vaccine-0"], texts["photo-0"], texts["photo-1"]}
+    # Per positive: [vaccine-0, photo-0], then [photo-1, vaccine-0] (wrapped).
+    assert rows.height == 4 and rows["positive"].to_list() == [texts["bread-0"]] * 2 + [texts["bread-1"]] * 2
+    assert rows["negative_1"].to_list()[:2] == [texts["vaccine-0"], texts["photo-1"]]
+    assert rows["negative_2"].to_list()[:2] == [texts["photo-0"], texts["vaccine-0"]]
 
 
 def test_distillation_rows_carry_the_teachers_scores():

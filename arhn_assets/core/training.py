@@ -1,11 +1,11 @@
 """Stage 5a, training: fine-tune a retriever on one configuration's refined triplets.
 
 sentence-transformers' trainer does the work. Rows are (anchor, positive, negative_1..k):
-- **several positives per query**: one row per (query, positive), all with the query's hard
+- **several positives per query**: every positive gets its own rows, with the query's hard
   negatives; the NO_DUPLICATES batch sampler keeps two rows of one query out of the same batch,
   where the other positive would otherwise be an in-batch negative of the first;
-- **hard negatives**: each row takes `negatives_per_row` of the query's negatives, rotating through
-  them row by row so every negative is used; a query with fewer repeats some;
+- **hard negatives**: every negative is used once per positive, `negatives_per_row` to a row (the
+  sentence-transformers "triplet" layout at the default of 1), the last row wrapping around;
 - **queries left without negatives** (kept by `empty_negatives: keep`) train on (anchor, positive)
   pairs with in-batch negatives only, as a second dataset the trainer interleaves.
 Losses: MultipleNegativesRankingLoss (`mnrl`), its cached variant for large batches on little
@@ -85,16 +85,18 @@ def training_rows(
     query_text = dict(triplets.select("query_id", "query_text").iter_rows())
     rows, pairs = [], []
     for query_id, positives, negatives in refined.select("query_id", "positive_ids", "negative_ids").iter_rows():
-        for n, positive in enumerate(positives):
+        for positive in positives:
             if not negatives:
                 pairs.append({"anchor": query_text[query_id], "positive": texts[positive]})
                 continue
-            chosen = [negatives[(n * negatives_per_row + i) % len(negatives)] for i in range(negatives_per_row)]
-            row = {"anchor": query_text[query_id], "positive": texts[positive]}
-            row |= {f"negative_{i + 1}": texts[d] for i, d in enumerate(chosen)}
-            if teacher_scores is not None:
-                row["label"] = [teacher_scores[(query_id, d)] for d in [positive, *chosen]]
-            rows.append(row)
+            # Every negative once per positive, `negatives_per_row` at a time (the last row wraps).
+            for start in range(0, len(negatives), negatives_per_row):
+                chosen = [negatives[(start + i) % len(negatives)] for i in range(negatives_per_row)]
+                row = {"anchor": query_text[query_id], "positive": texts[positive]}
+                row |= {f"negative_{i + 1}": texts[d] for i, d in enumerate(chosen)}
+                if teacher_scores is not None:
+                    row["label"] = [teacher_scores[(query_id, d)] for d in [positive, *chosen]]
+                rows.append(row)
     return pl.DataFrame(rows), pl.DataFrame(pairs, schema={"anchor": pl.String, "positive": pl.String})
 
 
