@@ -1,5 +1,7 @@
 """`beir_scores` and `beir_query_scores`: every trained model, and the base model, on BEIR."""
 
+import time
+
 import dagster as dg
 import polars as pl
 
@@ -38,7 +40,7 @@ def beir_scores(context: dg.AssetExecutionContext, config: EvaluationRunConfig, 
     base_path = trained_retriever["base_model_path"][0] if trained_retriever.height else TrainingConfig().base_model_path
     models = [("base", base_path)]
     models += trained_retriever.select("config", "model_path").rows()
-    frames, skipped = [], []
+    frames, skipped, timings = [], [], []
     for eval_name in dict.fromkeys([dataset, *config.eval_datasets]):
         try:
             beir = load_beir_dataset(validate_dataset_key(eval_name), storage.paths.dataset_dirs(eval_name), download=False)
@@ -52,7 +54,10 @@ def beir_scores(context: dg.AssetExecutionContext, config: EvaluationRunConfig, 
             continue
         for name, path in models:
             encoder = Encoder(EncoderSpec(model=path), storage.paths.embedding_cache_dir)
+            began = time.perf_counter()
             per_query = evaluate(encoder, beir, config.split, settings)
+            encoded = encoder.stats["document"]
+            timings.append((eval_name, name, round(time.perf_counter() - began, 1), encoded.encoded, round(encoded.texts_per_second, 1)))
             context.log.info(f"{name} on {eval_name}/{config.split}: {per_query['query_id'].n_unique()} queries")
             frames.append(per_query.with_columns(
                 dataset=pl.lit(dataset), config=pl.lit(name), model_path=pl.lit(path), eval_dataset=pl.lit(eval_name), split=pl.lit(config.split)
@@ -65,5 +70,8 @@ def beir_scores(context: dg.AssetExecutionContext, config: EvaluationRunConfig, 
     query_scores = pl.concat(frames)
     scores = query_scores.group_by(*KEYS, "metric", maintain_order=True).agg(value=pl.col("value").mean())
     table = scores.pivot(on="metric", index=["eval_dataset", "config"], values="value")
-    yield dg.Output(scores, output_name="beir_scores", metadata={"scores": markdown_preview(table, rows=50), "skipped": skipped})
+    yield dg.Output(scores, output_name="beir_scores", metadata={
+        "scores": markdown_preview(table, rows=50), "skipped": skipped,
+        "timings": markdown_preview(pl.DataFrame(timings, schema=["eval_dataset", "config", "seconds", "passages_encoded", "passages_per_second"], orient="row"), rows=50),
+    })
     yield dg.Output(query_scores, output_name="beir_query_scores", metadata={"queries": query_scores["query_id"].n_unique()})

@@ -8,5 +8,5 @@ arhn_pipeline = dg.define_asset_job(
     "arhn_pipeline",
     selection=dg.AssetSelection.all(),
     partitions_def=dataset_partitions,
-    description="Ingest, mine and (as later stages land) relabel, train and evaluate one dataset.",
+    description="Ingest, mine, judge with the LLM, relabel, train, evaluate and report one dataset.",
 )
