@@ -22,7 +22,8 @@ def comparison(scores: pl.DataFrame, query_scores: pl.DataFrame, reference: str 
             frames.append(paired_tests(group, reference).with_columns(eval_dataset=pl.lit(eval_dataset)))
     tests = pl.concat(frames) if frames else pl.DataFrame(schema={"config": pl.String, "metric": pl.String, "eval_dataset": pl.String})
     means = scores.select("eval_dataset", "config", "metric", "value")
-    return means.join(tests.drop("queries", strict=False), on=["eval_dataset", "config", "metric"], how="left").sort("eval_dataset", "config", "metric")
+    # In the order of `scores`: the base model, then the configurations as refine produced them.
+    return means.join(tests.drop("queries", strict=False), on=["eval_dataset", "config", "metric"], how="left", maintain_order="left")
 
 
 def markdown_table(table: pl.DataFrame) -> str:
