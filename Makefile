@@ -30,7 +30,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	touch $@
 
 # llama.cpp's OpenAI-compatible server, for the test of the `openai` backend against a real server.
-# An sdist: ~6-15 min to compile once. GGML_NATIVE=OFF: the native build uses CPU instructions
+# An sdist: 6-17 min to compile once on 2 cores. GGML_NATIVE=OFF: the native build uses CPU instructions
 # (AMX) that VMs advertise but cannot run, and segfaults; --no-cache-dir: pip's wheel cache
 # would otherwise reuse a build made without these flags.
 LLAMA_CPP_SPEC ?= llama-cpp-python[server]==0.3.36

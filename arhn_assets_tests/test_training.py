@@ -37,6 +37,9 @@ def test_distillation_rows_carry_the_teachers_scores():
     scores = teacher_scores("llm_rank", pl.DataFrame(), rankings)
     rows, _ = training_rows(refined, make_triplets(), make_passages(), 1, scores)
     assert rows["label"].to_list() == [[-2.0, -1.0]]
+    backfilled = pl.DataFrame({"query_id": ["q_rise"], "positive_ids": [["bread-0"]], "negative_ids": [["volcano-0"]]})
+    rows, _ = training_rows(backfilled, make_triplets(), make_passages(), 1, scores)
+    assert rows["label"].to_list() == [[-2.0, -3.0]]  # never ranked: just below the lowest rank
 
 
 @pytest.mark.parametrize("loss", ["mnrl", "cached_mnrl"])

@@ -95,9 +95,17 @@ def training_rows(
                 row = {"anchor": query_text[query_id], "positive": texts[positive]}
                 row |= {f"negative_{i + 1}": texts[d] for i, d in enumerate(chosen)}
                 if teacher_scores is not None:
-                    row["label"] = [teacher_scores[(query_id, d)] for d in [positive, *chosen]]
+                    row["label"] = _labels(teacher_scores, query_id, [positive, *chosen])
                 rows.append(row)
     return pl.DataFrame(rows), pl.DataFrame(pairs, schema={"anchor": pl.String, "positive": pl.String})
+
+
+def _labels(scores: dict[tuple[str, str], float], query_id: str, doc_ids: list[str]) -> list[float]:
+    """The teacher's scores of `doc_ids`; a passage it never scored (a backfilled reserve negative
+    has no LLM rank) ranks just below the lowest it did score."""
+    known = [scores.get((query_id, d)) for d in doc_ids]
+    floor = min((k for k in known if k is not None), default=0.0) - 1.0
+    return [floor if k is None else k for k in known]
 
 
 def teacher_scores(teacher: str, mined: pl.DataFrame, rankings: pl.DataFrame) -> dict[tuple[str, str], float]:

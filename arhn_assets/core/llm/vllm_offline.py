@@ -37,7 +37,7 @@ class VLLMBackend:
             try:
                 from vllm import LLM
             except ImportError as error:
-                raise ImportError("the vllm backend needs the optional extra: pip install 'arhn-assets[gpu]'") from error
+                raise ImportError("the vllm backend needs the optional extra: pip install 'arhn[gpu]'") from error
             self._engine = LLM(
                 model=self.model, revision=self.revision, tensor_parallel_size=self.tensor_parallel_size,
                 gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len, dtype=self.dtype,
