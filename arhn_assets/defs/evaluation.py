@@ -28,8 +28,8 @@ KEYS = ["dataset", "config", "model_path", "eval_dataset", "split"]
     partitions_def=dataset_partitions,
     group_name="retrieval",
     outs={
-        "beir_scores": dg.AssetOut(kinds={"beir", "polars", "parquet"}, description="Mean metric per model and evaluation dataset."),
-        "beir_query_scores": dg.AssetOut(kinds={"beir", "polars", "parquet"}, description="Per-query metrics, for paired tests."),
+        "beir_scores": dg.AssetOut(kinds={"beir", "polars", "parquet"}, description="Mean metric per model and evaluation dataset.", automation_condition=dg.AutomationCondition.eager()),
+        "beir_query_scores": dg.AssetOut(kinds={"beir", "polars", "parquet"}, description="Per-query metrics, for paired tests.", automation_condition=dg.AutomationCondition.eager()),
     },
 )
 def beir_scores(context: dg.AssetExecutionContext, config: EvaluationRunConfig, storage: ArhnStorage, trained_retriever: pl.DataFrame):

@@ -9,7 +9,7 @@ from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="retrieval", kinds={"polars", "parquet"})
+@dg.asset(partitions_def=dataset_partitions, group_name="retrieval", kinds={"polars", "parquet"}, automation_condition=dg.AutomationCondition.eager())
 def retrieval_report(
     context: dg.AssetExecutionContext, storage: ArhnStorage, beir_scores: pl.DataFrame, beir_query_scores: pl.DataFrame
 ) -> dg.Output[pl.DataFrame]:

@@ -1,0 +1,161 @@
+"""What changed in `$ARHN_HOME/landing/` since the last look: the logic of the landing sensor.
+
+Layout: one folder per dataset (`landing/<dataset>/`), holding mined-negative files
+(`*.jsonl`, `*.jsonl.gz`, `*.parquet`, the formats ingest reads).
+
+A file is picked up only once it is complete. Two rules, so that neither a careful nor a
+careless writer triggers a run on half a file:
+- write-then-rename: names starting with '.' are in-flight writes and never read (write
+  `.part.jsonl`, then rename it to `part.jsonl`; a rename within a folder is atomic);
+- settle time: a file modified less than `settle_seconds` ago is still being written (a plain
+  `cp` or a slow upload) and waits for a later look.
+
+A file counts as new or changed by its (mtime, size) signature, kept in the cursor. A complete
+file that cannot be read (a corrupt gzip or Parquet file, not JSON, no permission) is reported
+once per signature and skipped; its dataset waits until it is fixed or removed, because ingest
+would fail on it. Other datasets go on.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from arhn_assets.core.paths import InvalidDatasetKey, validate_dataset_key
+from arhn_assets.core.triplet_formats import is_landed_file
+
+GZIP_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    dataset: str
+    name: str
+    mtime_ns: int
+    size: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.name}"
+
+    @property
+    def signature(self) -> str:
+        return f"{self.mtime_ns}:{self.size}"
+
+
+@dataclass
+class LandingScan:
+    """One look at the landing folder; `cursor` is what the next look compares against."""
+
+    datasets: list[str] = field(default_factory=list)  # every valid dataset folder, new or not
+    changed: dict[str, list[LandedFile]] = field(default_factory=dict)  # per dataset to refresh
+    run_keys: dict[str, str] = field(default_factory=dict)  # per dataset to refresh
+    settling: list[LandedFile] = field(default_factory=list)
+    newly_unreadable: list[tuple[LandedFile, str]] = field(default_factory=list)
+    blocked: dict[str, list[str]] = field(default_factory=dict)  # dataset -> its unreadable files
+    invalid_folders: list[str] = field(default_factory=list)
+    cursor: dict = field(default_factory=dict)
+
+
+def probe_landed_file(path: Path) -> str | None:
+    """Why `path` cannot be ingested, or None if it reads. Cheap except for gzip, which is read
+    to the end because a truncated gzip file only shows at its end (CRC and length trailer)."""
+    try:
+        if path.name.endswith(".parquet"):
+            pq.read_metadata(path)
+            return None
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as stream:
+            first = b""
+            for line in stream:
+                if line.strip():
+                    first = line
+                    break
+            if path.name.endswith(".gz"):
+                while stream.read(GZIP_CHUNK):
+                    pass
+        if not first:
+            return "empty file: no JSON line"
+        if not isinstance(json.loads(first), dict):
+            return "the first line is not a JSON object"
+        return None
+    except (OSError, EOFError, zlib.error) as error:  # permissions, corrupt gzip, I/O errors
+        return f"{type(error).__name__}: {error}"
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"the first line is not JSON: {error}"
+    except Exception as error:  # pyarrow raises ArrowInvalid and others for a bad Parquet file
+        return f"unreadable Parquet: {type(error).__name__}: {error}"
+
+
+def _dataset_run_key(dataset: str, files: list[LandedFile]) -> str:
+    """Same files, same signatures: same key, so a repeated request is dropped by Dagster."""
+    digest = hashlib.sha256("\n".join(sorted(f"{f.name}\t{f.signature}" for f in files)).encode()).hexdigest()[:16]
+    return f"landing:{dataset}:{digest}"
+
+
+def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_seconds: float = 30.0) -> LandingScan:
+    """Compare the landing folder with `cursor` (the previous scan's, or None the first time)."""
+    seen: dict[str, str] = dict((cursor or {}).get("files", {}))
+    reported: dict[str, str] = dict((cursor or {}).get("unreadable", {}))
+    scan = LandingScan()
+    complete: dict[str, list[LandedFile]] = {}
+    present: set[str] = set()
+    folders = sorted(p for p in landing_root.iterdir() if p.is_dir()) if landing_root.is_dir() else []
+    for folder in folders:
+        if folder.name.startswith("."):
+            continue
+        try:
+            dataset = validate_dataset_key(folder.name)
+        except InvalidDatasetKey:
+            scan.invalid_folders.append(folder.name)
+            continue
+        scan.datasets.append(dataset)
+        for path in sorted(folder.iterdir()):
+            if not is_landed_file(path) or not path.is_file():
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # renamed or removed between listing and stat
+                continue
+            landed = LandedFile(dataset, path.name, stat.st_mtime_ns, stat.st_size)
+            present.add(landed.key)
+            if now - stat.st_mtime_ns / 1e9 < settle_seconds:
+                scan.settling.append(landed)
+                continue
+            if seen.get(landed.key) == landed.signature:
+                complete.setdefault(dataset, []).append(landed)
+                continue
+            problem = probe_landed_file(path)
+            if problem is not None:
+                scan.blocked.setdefault(dataset, []).append(f"{path}: {problem}")
+                if reported.get(landed.key) != landed.signature:
+                    scan.newly_unreadable.append((landed, problem))
+                    reported[landed.key] = landed.signature
+                continue
+            reported.pop(landed.key, None)
+            complete.setdefault(dataset, []).append(landed)
+            scan.changed.setdefault(dataset, []).append(landed)
+
+    settling_datasets = {f.dataset for f in scan.settling}
+    for dataset in list(scan.changed):
+        # Wait while the dataset still has a file being written or one that cannot be read: the
+        # run would ingest half a file, or fail on the broken one.
+        if dataset in settling_datasets or dataset in scan.blocked:
+            del scan.changed[dataset]
+            continue
+        scan.run_keys[dataset] = _dataset_run_key(dataset, complete[dataset])
+    for files in scan.changed.values():
+        for landed in files:
+            seen[landed.key] = landed.signature
+    # Forget removed files, so one landed again under the same name counts as new.
+    scan.cursor = {
+        "files": {key: sig for key, sig in seen.items() if key in present},
+        "unreadable": {key: sig for key, sig in reported.items() if key in present},
+    }
+    return scan
