@@ -63,6 +63,9 @@ def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, s
     for event in result.all_events:
         if event.is_step_failure:
             print(f"arhn: step {event.step_key} failed: {failure_message(event)}", file=sys.stderr)
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            print(f"arhn: check {evaluation.asset_check_key.to_user_string()} failed: {evaluation.description}", file=sys.stderr)
     return result.success
 
 

@@ -26,6 +26,7 @@ from arhn_assets.core.prompts import snippet_prompt
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
+from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
 from arhn_assets_tests.test_mining import make_passages, make_triplets
 
 SNIPPET_STATUSES = {"answer", "no_answer", "ungrounded", "invalid"}
@@ -78,7 +79,8 @@ RESUMABLE_RUN = textwrap.dedent("""
     from arhn_assets.core.llm.embedded import TransformersBackend
     from arhn_assets.core.snippets import SnippetConfig, extract_snippets
     from arhn_assets_tests.test_llm_stages import toy_candidates
-    from arhn_assets_tests.test_mining import make_passages, make_triplets
+    from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
+from arhn_assets_tests.test_mining import make_passages, make_triplets
     backend = TransformersBackend(cache_dir=Path(sys.argv[2]), batch_size=2)
     extract_snippets(toy_candidates(6, 3), make_triplets(), make_passages(), backend, CallCache(Path(sys.argv[1])), SnippetConfig(batch_size=2))
 """)
@@ -118,7 +120,7 @@ def test_a_killed_run_resumes_without_repeating_a_finished_call(backend, models_
 @pytest.mark.slow
 def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
     lake_home = msmarco_sample
-    config = {"resources": {"language_model": {"config": {"max_queries": 2}}}}
+    config = {"resources": {"language_model": {"config": {"max_queries": 2}}, **EMBEDDED_JUDGE_RESOURCES}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         job = pipeline_job(defs(), "group:ingest or group:mining or group:llm or group:refine")
@@ -165,7 +167,7 @@ def test_pipes_worker_runs_the_llm_stages_out_of_process_on_scifact(lake_home):
     def run(execution: str):
         config = {
             "ops": {"ingest_dataset": {"config": {"max_queries": 2}}},
-            "resources": {"language_model": {"config": {"max_queries": 1, "execution": execution}}},
+            "resources": {"language_model": {"config": {"max_queries": 1, "execution": execution}}, **EMBEDDED_JUDGE_RESOURCES},
         }
         result = job.execute_in_process(partition_key="scifact", instance=instance, run_config=config)
         assert result.success

@@ -13,6 +13,7 @@ import pytest
 
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
+from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
 
 
 def cut_scifact(source: Path, target: Path, train_queries: int = 6, test_queries: int = 12, other_passages: int = 150) -> None:
@@ -52,12 +53,17 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
             "relabel_decisions": {"config": {"configs": ["baseline", "R"]}},
             "trained_retriever": {"config": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4}},
         },
-        "resources": {"language_model": {"config": {"max_queries": 2}}},
+        "resources": {"language_model": {"config": {"max_queries": 2}}, **EMBEDDED_JUDGE_RESOURCES},
     }
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["scislice"])
         result = pipeline_job(defs()).execute_in_process(partition_key="scislice", instance=instance, run_config=config)
         assert result.success
+    # every asset check ran in the run and passed (the base-model anchor has none for a slice)
+    evaluations = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {k.to_user_string() for k in defs().resolve_asset_graph().asset_check_keys}
+    assert [key for key, e in evaluations.items() if not e.passed] == []
+    assert "no published anchor" in evaluations["beir_scores:base_model_anchor"].description
     lake = home / "lake"
     trained = pl.read_parquet(lake / "trained_retriever" / "dataset=scislice" / "part-0.parquet")
     assert sorted(trained["config"]) == ["R", "baseline"] and (trained["steps"] == 2).all()

@@ -20,6 +20,7 @@ import polars as pl
 from arhn_assets.core.beir_io import LineIssue, iter_jsonl, passage_text
 
 LANDED_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+PASSAGES_SCHEMA = {"dataset": pl.String, "doc_id": pl.String, "title": pl.String, "text": pl.String, "origin": pl.String}
 OWN_PARQUET_COLUMNS = ("query_id", "query_text", "positive_ids", "provided_negative_ids")
 
 
@@ -114,7 +115,7 @@ class PassageRegistry:
                 "text": [self.texts[i] for i in ids],
                 "origin": [self.origin[i] for i in ids],
             },
-            schema={"dataset": pl.String, "doc_id": pl.String, "title": pl.String, "text": pl.String, "origin": pl.String},
+            schema=PASSAGES_SCHEMA,
         )
 
 
