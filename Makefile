@@ -48,7 +48,14 @@ setup: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
 run: setup
 	$(BIN)/arhn run --dataset $(DATASET) --config $(RUN_CONFIG)
 
-test: setup $(BIN)/.llama-server
+# Chromium from the OS packages for the UI browser test (Playwright drives it; it never downloads
+# a browser). Installed with apt when missing: as root, or through sudo.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
+	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+
+test: setup $(BIN)/.llama-server $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra
 
 dev: setup

@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
 
@@ -18,7 +19,7 @@ class RankingRunConfig(dg.Config):
     rank_on: Literal["passage", "snippet", "snippet_else_passage"] = "passage"
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool="gpu")
+@dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool=GPU_POOL, op_tags=gpu_op_tags())
 def answerability_rankings(
     context: dg.AssetExecutionContext,
     config: RankingRunConfig,

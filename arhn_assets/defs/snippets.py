@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
 
@@ -12,7 +13,7 @@ class SnippetRunConfig(dg.Config):
     max_words: int = 300  # passage words shown to the LLM
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool="gpu")
+@dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool=GPU_POOL, op_tags=gpu_op_tags())
 def answer_snippets(
     context: dg.AssetExecutionContext,
     config: SnippetRunConfig,

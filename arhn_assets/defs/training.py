@@ -8,6 +8,7 @@ from arhn_assets.core.paths import validate_dataset_key
 from arhn_assets.core.training import TrainingConfig, teacher_scores, train_retriever, training_rows
 from arhn_assets.dagster_config import config_from_dataclass
 from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.defs.resources import ArhnStorage
 from arhn_assets.metadata import markdown_preview
 
@@ -22,7 +23,12 @@ TRAINED_SCHEMA = {
 }
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="retrieval", kinds={"sentence-transformers", "polars", "parquet"}, pool="gpu")
+@dg.asset(
+    partitions_def=dataset_partitions, group_name="retrieval", kinds={"sentence-transformers", "polars", "parquet"}, pool=GPU_POOL, op_tags=gpu_op_tags(),
+    # Retrain once refined triplets (or any input) change: the landing sensor's refinement run
+    # is followed through here to evaluation and the report (defs/automation.py).
+    automation_condition=dg.AutomationCondition.eager(),
+)
 def trained_retriever(
     context: dg.AssetExecutionContext,
     config: TrainingRunConfig,
