@@ -102,7 +102,7 @@ def judged_lake(tmp_path, monkeypatch):
         ),
         "raw_passages": pl.DataFrame([("toy", d, "", f"passage {d}", "corpus") for d in docs], schema=PASSAGES_SCHEMA, orient="row"),
         "mined_negatives": CANDIDATES,
-        "answer_snippets": SNIPPETS,
+        "answer_snippets": SNIPPETS.with_columns(snippet=pl.format("span of {}", "doc_id")),
         "answerability_rankings": RANKING,
     }
     for asset, frame in frames.items():

@@ -136,3 +136,17 @@ def test_refined_triplets_and_summary():
 def test_unknown_configurations_are_refused():
     with pytest.raises(ValueError, match="unknown configuration"):
         RefineConfig(configs=("R", "X"))
+
+
+def test_decision_examples_put_the_texts_beside_each_changed_label():
+    from arhn_assets.core.refine import decision_examples
+
+    frame = decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(configs=("R+F",)))
+    triplets = pl.DataFrame({"query_id": ["q"], "query_text": ["what is n1?"]})
+    passages = pl.DataFrame({"doc_id": ["n1", "n2"], "title": ["N1", None], "text": ["n1 is a thing", "n2 too"]})
+    snippet_texts = SNIPPETS.with_columns(snippet=pl.format("span of {}", "doc_id"))
+    examples = decision_examples(frame, triplets, passages, snippet_texts)
+    assert examples.select("doc_id", "decision", "query_text", "snippet", "passage").rows() == [
+        ("n1", "relabel_positive", "what is n1?", "span of n1", "N1 n1 is a thing"),
+        ("n2", "filter_ambiguous", "what is n1?", "span of n2", "n2 too"),
+    ]

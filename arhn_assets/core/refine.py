@@ -185,6 +185,19 @@ def summary(decisions: pl.DataFrame) -> pl.DataFrame:
     ).sort("config")
 
 
+def decision_examples(decisions: pl.DataFrame, triplets: pl.DataFrame, passages: pl.DataFrame, snippets: pl.DataFrame, limit: int = 10) -> pl.DataFrame:
+    """The decisions that changed a label, beside the texts behind them (query, passage, the
+    LLM's snippet), so a reviewer can judge each one without a join of their own."""
+    changed = decisions.filter(pl.col("decision").is_in(["relabel_positive", "filter_ambiguous"])).head(limit)
+    texts = passages.select("doc_id", passage=pl.concat_str(pl.col("title").fill_null(""), pl.col("text").fill_null(""), separator=" ").str.strip_chars())
+    return (
+        changed.join(triplets.select("query_id", "query_text"), on="query_id", how="left")
+        .join(texts, on="doc_id", how="left")
+        .join(snippets.select("query_id", "doc_id", "snippet"), on=["query_id", "doc_id"], how="left")
+        .select("config", "query_id", "query_text", "doc_id", "decision", "llm_rank", "positive_rank", "snippet", "passage")
+    )
+
+
 def _texts(passages: pl.DataFrame) -> dict[str, tuple[str, str]]:
     return {d: (t or "", x or "") for d, t, x in passages.select("doc_id", "title", "text").iter_rows()}
 

@@ -26,12 +26,19 @@ def relabel_decisions(
     answerability_rankings: pl.DataFrame,
     answer_snippets: pl.DataFrame,
     mined_negatives: pl.DataFrame,
+    raw_triplets: pl.DataFrame,
+    raw_passages: pl.DataFrame,
 ) -> dg.Output[pl.DataFrame]:
     """One row per (configuration, query, candidate): the decision and the evidence behind it."""
     settings = refine.RefineConfig(**(config.model_dump() | {"configs": tuple(config.configs)}))
     judged = mined_negatives.filter(pl.col("query_id").is_in(answerability_rankings["query_id"].implode()))
     frame = refine.decide(judged, answer_snippets, answerability_rankings, settings)
-    return dg.Output(frame, metadata={"summary": markdown_preview(refine.summary(frame), rows=20), "preview": markdown_preview(frame)})
+    examples = refine.decision_examples(frame, raw_triplets, raw_passages, answer_snippets)
+    return dg.Output(frame, metadata={
+        "summary": markdown_preview(refine.summary(frame), rows=20),
+        "changed_labels": markdown_preview(examples, max_text=160),
+        "preview": markdown_preview(frame),
+    })
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="refine", kinds={"polars", "parquet"})
