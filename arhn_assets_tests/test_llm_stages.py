@@ -79,8 +79,7 @@ RESUMABLE_RUN = textwrap.dedent("""
     from arhn_assets.core.llm.embedded import TransformersBackend
     from arhn_assets.core.snippets import SnippetConfig, extract_snippets
     from arhn_assets_tests.test_llm_stages import toy_candidates
-    from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
-from arhn_assets_tests.test_mining import make_passages, make_triplets
+    from arhn_assets_tests.test_mining import make_passages, make_triplets
     backend = TransformersBackend(cache_dir=Path(sys.argv[2]), batch_size=2)
     extract_snippets(toy_candidates(6, 3), make_triplets(), make_passages(), backend, CallCache(Path(sys.argv[1])), SnippetConfig(batch_size=2))
 """)
