@@ -3,6 +3,7 @@
 import dataclasses
 import sys
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,10 @@ from arhn_assets.core.llm.backends import BackendSpec, build_backend
 from arhn_assets.core.llm.cache import CallCache, CallStats
 from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
+from arhn_assets.execution import gpu_op_tags
+
+LLM_WORKER_MODULE = "arhn_assets.workers.llm_stage"
+ARHN_HOME_VOLUME = "arhn-home"
 
 
 class ArhnStorage(dg.ConfigurableResource):
@@ -95,8 +100,14 @@ class _LanguageModelBase(dg.ConfigurableResource):
     backend: typing.Literal["embedded", "openai", "vllm"] = "embedded"
     # Judge only the first N queries of the mined set (both LLM stages use the same N).
     max_queries: int | None = None
-    # auto: a Pipes subprocess for vllm, in process otherwise; 'pipes' forces the subprocess.
-    execution: typing.Literal["auto", "in_process", "pipes"] = "auto"
+    # auto: a Pipes subprocess for vllm, in process otherwise; 'pipes' forces the subprocess;
+    # 'k8s' runs the worker as its own GPU pod through PipesK8sClient (deploy/README.md).
+    execution: typing.Literal["auto", "in_process", "pipes", "k8s"] = "auto"
+    # execution='k8s' only: the worker image (deploy/Dockerfile.gpu), the namespace of its pod
+    # (empty: the step's own) and the PersistentVolumeClaim that holds ARHN_HOME.
+    k8s_worker_image: str = ""
+    k8s_namespace: str = ""
+    k8s_home_claim: str = ""
 
     def spec(self) -> BackendSpec:
         options = {f.name: getattr(self, f.name) for f in dataclasses.fields(BackendSpec) if f.name != "kind"}
@@ -104,7 +115,11 @@ class _LanguageModelBase(dg.ConfigurableResource):
 
     @property
     def out_of_process(self) -> bool:
-        return self.execution == "pipes" or (self.execution == "auto" and self.backend == "vllm")
+        return self.execution in ("pipes", "k8s") or (self.execution == "auto" and self.backend == "vllm")
+
+    def worker_pod_spec(self, home: Path) -> dict[str, typing.Any]:
+        """The pod spec of the `k8s` worker, placed like the GPU steps (ARHN_GPU_* settings)."""
+        return llm_worker_pod_spec(self.k8s_worker_image, self.k8s_home_claim, home, gpu_op_tags()["dagster-k8s/config"])
 
     def limit(self, candidates: pl.DataFrame) -> pl.DataFrame:
         if self.max_queries is None:
@@ -115,8 +130,9 @@ class _LanguageModelBase(dg.ConfigurableResource):
     def run_stage(
         self, context: dg.AssetExecutionContext, paths: ArhnPaths, stage: str, frames: dict[str, pl.DataFrame], options: dict
     ) -> tuple[pl.DataFrame, CallStats, str]:
-        """Run an LLM stage (workers.llm_stage) here or in a Pipes subprocess; returns its frame,
-        call statistics and the model identity. Calls go through `$ARHN_HOME/cache/llm_calls.sqlite`."""
+        """Run an LLM stage (workers.llm_stage) here, in a Pipes subprocess or in a Pipes pod; returns
+        its frame, call statistics and the model identity. Calls go through
+        `$ARHN_HOME/cache/llm_calls.sqlite`."""
         from arhn_assets.workers.llm_stage import run_stage
 
         frames = {**frames, "candidates": self.limit(frames["candidates"])}
@@ -130,9 +146,11 @@ class _LanguageModelBase(dg.ConfigurableResource):
             finally:
                 cache.close()
             return frame, stats, backend.identity
-        return self._run_in_subprocess(context, paths, stage, frames, options, call_cache, models_cache)
+        return self._run_out_of_process(context, paths, stage, frames, options, call_cache, models_cache)
 
-    def _run_in_subprocess(self, context, paths, stage, frames, options, call_cache, models_cache):
+    def _run_out_of_process(self, context, paths, stage, frames, options, call_cache, models_cache):
+        # Built first so that a missing k8s setting fails before any file is written.
+        pod_spec = self.worker_pod_spec(paths.home) if self.execution == "k8s" else None
         workdir = paths.home / "tmp" / "pipes" / context.run_id / stage
         workdir.mkdir(parents=True, exist_ok=True)
         inputs = {}
@@ -140,19 +158,65 @@ class _LanguageModelBase(dg.ConfigurableResource):
             inputs[name] = str(workdir / f"{name}.parquet")
             frame.write_parquet(inputs[name])
         output = workdir / "output.parquet"
-        invocation = dg.PipesSubprocessClient().run(
-            context=context,
-            command=[sys.executable, "-m", "arhn_assets.workers.llm_stage"],
-            extras={
-                "stage": stage, "inputs": inputs, "output": str(output), "options": options,
-                "backend": self.spec().to_json(), "call_cache": str(call_cache), "models_cache": str(models_cache),
-            },
-        )
+        extras = {
+            "stage": stage, "inputs": inputs, "output": str(output), "options": options,
+            "backend": self.spec().to_json(), "call_cache": str(call_cache), "models_cache": str(models_cache),
+        }
+        if pod_spec is None:
+            invocation = dg.PipesSubprocessClient().run(
+                context=context, command=[sys.executable, "-m", LLM_WORKER_MODULE], extras=extras
+            )
+        else:
+            invocation = _pipes_k8s_client().run(
+                context=context, extras=extras, namespace=self.k8s_namespace or None, base_pod_spec=pod_spec
+            )
         report = invocation.get_custom_messages()[-1]
         frame = pl.read_parquet(output)
         for path in [*inputs.values(), output]:
             Path(path).unlink()
         return frame, CallStats(**report["stats"]), report["model"]
+
+
+def _pipes_k8s_client():
+    # Imported on use: dagster-k8s is the optional `k8s` extra, needed by this mode only.
+    try:
+        from dagster_k8s import PipesK8sClient
+    except ImportError as error:
+        raise ImportError("LanguageModel.execution='k8s' needs dagster-k8s: pip install 'arhn[k8s]'") from error
+    return PipesK8sClient()
+
+
+def llm_worker_pod_spec(
+    image: str, home_claim: str, home: Path, gpu_k8s_config: Mapping[str, typing.Any]
+) -> dict[str, typing.Any]:
+    """The pod spec PipesK8sClient runs the LLM worker with (`execution='k8s'`).
+
+    The GPU request, tolerations and node selector are those of the GPU steps' `dagster-k8s/config`
+    op tag (`gpu_op_tags`), so both ways of reaching a GPU share one setting. The worker reads and
+    writes Parquet files by their absolute paths under ARHN_HOME, so the claim that holds ARHN_HOME
+    is mounted at the same path as in the step's pod.
+    """
+    if not image:
+        raise ValueError(
+            "LanguageModel.k8s_worker_image must name the GPU worker image (deploy/Dockerfile.gpu) "
+            "when execution is 'k8s'"
+        )
+    if not home_claim:
+        raise ValueError(
+            "LanguageModel.k8s_home_claim must name the PersistentVolumeClaim that holds ARHN_HOME "
+            "when execution is 'k8s'"
+        )
+    container = {
+        **gpu_k8s_config.get("container_config", {}),
+        "image": image,
+        "command": ["python3", "-m", LLM_WORKER_MODULE],
+        "volume_mounts": [{"name": ARHN_HOME_VOLUME, "mount_path": str(home)}],
+    }
+    return {
+        **gpu_k8s_config.get("pod_spec_config", {}),
+        "containers": [container],
+        "volumes": [{"name": ARHN_HOME_VOLUME, "persistent_volume_claim": {"claim_name": home_claim}}],
+    }
 
 
 # The backend options are BackendSpec's (one source of truth, shared with the Pipes worker).
