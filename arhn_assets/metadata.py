@@ -16,6 +16,9 @@ def markdown_preview(frame: pl.DataFrame, rows: int = 10, max_text: int = 80) ->
         tbl_rows=rows,
         fmt_str_lengths=max_text,
         fmt_table_cell_list_len=4,
+        # No wrapping: a markdown row must stay on one line (polars' default wraps at 100
+        # characters, which splits the header and breaks the table). 65535 is polars' maximum.
+        tbl_width_chars=65535,
     ):
         return dg.MetadataValue.md(str(frame.head(rows)))
 
