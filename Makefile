@@ -39,11 +39,18 @@ $(BIN)/.llama-server: $(BIN)/.installed
 		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q --no-cache-dir "$(LLAMA_CPP_SPEC)"
 	touch $@
 
+# dbt's manifest, which the Dagster definitions read: built here, at set-up, and whenever the dbt
+# project changes, never at import time (code locations loading at once would race to write it).
+DBT_MANIFEST := dbt/target/manifest.json
+$(DBT_MANIFEST): $(BIN)/.installed dbt/dbt_project.yml dbt/profiles.yml $(shell find dbt/models dbt/macros dbt/tests -type f 2>/dev/null)
+	$(BIN)/dbt parse --quiet --project-dir dbt --profiles-dir dbt
+	touch $@
+
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-setup: $(BIN)/.installed $(DAGSTER_HOME)/dagster.yaml
+setup: $(BIN)/.installed $(DBT_MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
 run: setup
 	$(BIN)/arhn run --dataset $(DATASET) --config $(RUN_CONFIG)
@@ -65,5 +72,7 @@ bench: setup
 	$(BIN)/python benchmarks/mining.py
 	$(BIN)/python benchmarks/llm_stages.py
 
+# Rebuild $(ARHN_HOME)/warehouse.duckdb from the lake through Dagster (a build file renamed over
+# the warehouse, so an open DuckDB shell never blocks it).
 warehouse: setup
-	$(BIN)/dbt build --project-dir dbt --profiles-dir dbt
+	$(BIN)/arhn run --dataset $(DATASET) --select 'group:warehouse'

@@ -14,6 +14,7 @@ import pytest
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
 from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
+from arhn_assets_tests.test_dbt import assert_warehouse_matches_lake
 
 
 def cut_scifact(source: Path, target: Path, train_queries: int = 6, test_queries: int = 12, other_passages: int = 150) -> None:
@@ -87,6 +88,10 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
     assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metadata = result.asset_materializations_for_node("retrieval_report")[0].metadata
     assert "data:image/png;base64," in metadata["report"].value
+
+    # The job's dbt assets built the warehouse over this lake: every mart against the lake
+    # tables, computed with polars.
+    assert_warehouse_matches_lake(home, "scislice")
 
 
 def test_landed_only_datasets_need_an_evaluation_dataset(msmarco_sample):

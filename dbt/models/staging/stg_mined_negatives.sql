@@ -1,1 +1,2 @@
-select * from {{ source('lake', 'mined_negatives') }}
+-- One view over every dataset partition of the lake table mined_negatives; `dataset` is the hive partition.
+select * from {{ lake_table('mined_negatives') }}
