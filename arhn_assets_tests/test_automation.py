@@ -230,3 +230,20 @@ def test_the_nightly_schedule_rescores_every_trained_dataset(instance):
     requests = nightly_evaluation(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
     assert [(r.partition_key, r.run_key) for r in requests] == [("trained", "nightly:2026-11-22:trained")]
     assert nightly_evaluation.job_name == "arhn_evaluation"
+
+
+def test_a_readable_file_waiting_on_a_broken_one_is_read_once(home, monkeypatch):
+    from arhn_assets.core import landing
+
+    land(home, "ds", "good.jsonl.gz")
+    broken = land(home, "ds", "broken.jsonl")
+    broken.write_bytes(b"not json\n")
+    os.utime(broken, (AN_HOUR_AGO, AN_HOUR_AGO))
+    probed, probe = [], landing.probe_landed_file
+    monkeypatch.setattr(landing, "probe_landed_file", lambda path: probed.append(path.name) or probe(path))
+    cursor = None
+    for _ in range(3):
+        scan = scan_landing(home / "landing", cursor, time.time())
+        assert scan.run_keys == {}
+        cursor = scan.cursor
+    assert probed.count("good.jsonl.gz") == 1, probed

@@ -60,19 +60,10 @@ def duckdb_type(dtype: pl.DataType) -> str:
 
 def test_sources_declare_the_python_schemas():
     """The declared lake columns (the empty relation a missing table reads as) are the assets' schemas."""
-    from arhn_assets.core.ingest import QUARANTINE_SCHEMA, TRIPLETS_SCHEMA
-    from arhn_assets.core.mining import CANDIDATES_SCHEMA
-    from arhn_assets.core.rankings import RANKINGS_SCHEMA
-    from arhn_assets.core.refine import DECISIONS_SCHEMA, REFINED_SCHEMA
-    from arhn_assets.core.snippets import SNIPPETS_SCHEMA
-    from arhn_assets.core.triplet_formats import PASSAGES_SCHEMA
-    from arhn_assets.defs.training import TRAINED_SCHEMA
+    # The schemas the asset checks hold every table to (one list of them, in defs/checks.py).
+    from arhn_assets.defs.checks import TABLES
 
-    schemas = {
-        "raw_triplets": TRIPLETS_SCHEMA, "raw_passages": PASSAGES_SCHEMA, "raw_triplets_quarantine": QUARANTINE_SCHEMA,
-        "mined_negatives": CANDIDATES_SCHEMA, "answer_snippets": SNIPPETS_SCHEMA, "answerability_rankings": RANKINGS_SCHEMA,
-        "relabel_decisions": DECISIONS_SCHEMA, "refined_triplets": REFINED_SCHEMA, "trained_retriever": TRAINED_SCHEMA,
-    }
+    schemas = {table: schema for table, schema, *_ in TABLES}
     declared = declared_lake_columns()
     assert sorted(declared) == sorted(LAKE_TABLES)
     for table, schema in schemas.items():

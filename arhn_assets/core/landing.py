@@ -103,6 +103,8 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
     """Compare the landing folder with `cursor` (the previous scan's, or None the first time)."""
     seen: dict[str, str] = dict((cursor or {}).get("files", {}))
     reported: dict[str, str] = dict((cursor or {}).get("unreadable", {}))
+    # Read fine but not yet run (their dataset waits on another file): not probed again.
+    readable: dict[str, str] = dict((cursor or {}).get("readable", {}))
     scan = LandingScan()
     complete: dict[str, list[LandedFile]] = {}
     present: set[str] = set()
@@ -131,7 +133,7 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
             if seen.get(landed.key) == landed.signature:
                 complete.setdefault(dataset, []).append(landed)
                 continue
-            problem = probe_landed_file(path)
+            problem = None if readable.get(landed.key) == landed.signature else probe_landed_file(path)
             if problem is not None:
                 scan.blocked.setdefault(dataset, []).append(f"{path}: {problem}")
                 if reported.get(landed.key) != landed.signature:
@@ -139,6 +141,7 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
                     reported[landed.key] = landed.signature
                 continue
             reported.pop(landed.key, None)
+            readable[landed.key] = landed.signature
             complete.setdefault(dataset, []).append(landed)
             scan.changed.setdefault(dataset, []).append(landed)
 
@@ -153,9 +156,11 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
     for files in scan.changed.values():
         for landed in files:
             seen[landed.key] = landed.signature
+            readable.pop(landed.key)
     # Forget removed files, so one landed again under the same name counts as new.
     scan.cursor = {
         "files": {key: sig for key, sig in seen.items() if key in present},
         "unreadable": {key: sig for key, sig in reported.items() if key in present},
+        "readable": {key: sig for key, sig in readable.items() if key in present},
     }
     return scan
