@@ -17,7 +17,7 @@ export DAGSTER_HOME ?= $(ARHN_HOME)/dagster
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test dev bench warehouse
+.PHONY: audit setup run test dev bench warehouse
 
 $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ dev: setup
 bench: setup
 	$(BIN)/python benchmarks/mining.py
 	$(BIN)/python benchmarks/llm_stages.py
+
+# The judge audit (arhn_assets/defs/audit.py) and the warehouse models over it: the configured LLM
+# against SciFact's planted false negatives; AUDIT_CONFIG=configs/audit-oracle.yaml for the oracle,
+# DATASET=fiqa-rlhn AUDIT_CONFIG=configs/audit-rlhn.yaml for RLHN's GPT-4o verdicts.
+AUDIT_CONFIG ?= configs/audit-llm.yaml
+audit: setup
+	$(BIN)/arhn run --dataset $(DATASET) --select 'judge_audit*' --config $(AUDIT_CONFIG)
 
 # Rebuild $(ARHN_HOME)/warehouse.duckdb from the lake through Dagster (a build file renamed over
 # the warehouse, so an open DuckDB shell never blocks it).

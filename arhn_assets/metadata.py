@@ -5,22 +5,12 @@ from __future__ import annotations
 import dagster as dg
 import polars as pl
 
+from arhn_assets.core.report import frame_markdown
+
 
 def markdown_preview(frame: pl.DataFrame, rows: int = 10, max_text: int = 80) -> dg.MarkdownMetadataValue:
     """The first rows as a markdown table, long texts and lists cut so the UI stays readable."""
-    with pl.Config(
-        tbl_formatting="MARKDOWN",
-        tbl_hide_column_data_types=True,
-        tbl_hide_dataframe_shape=True,
-        tbl_cols=-1,
-        tbl_rows=rows,
-        fmt_str_lengths=max_text,
-        fmt_table_cell_list_len=4,
-        # No wrapping: a markdown row must stay on one line (polars' default wraps at 100
-        # characters, which splits the header and breaks the table). 65535 is polars' maximum.
-        tbl_width_chars=65535,
-    ):
-        return dg.MetadataValue.md(str(frame.head(rows)))
+    return dg.MetadataValue.md(frame_markdown(frame, rows, max_text))
 
 
 def rounded(values: dict, digits: int = 4) -> dict:

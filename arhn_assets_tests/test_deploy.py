@@ -34,7 +34,10 @@ from arhn_assets.execution import InvalidGpuSetting, gpu_op_tags
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-GPU_STEPS = {"answer_snippets", "answerability_rankings", "trained_retriever"}
+GPU_STEPS = {"answer_snippets", "answerability_rankings", "trained_retriever"}  # of the pipeline job
+# The judge audit runs the LLM under audit on a GPU too; it is not in the pipeline job, but the
+# executor's per-step overrides cover every op of the gpu pool.
+AUDIT_GPU_STEPS = {"judge_audit"}
 WORKER_COMMAND = ["python3", "-m", "arhn_assets.workers.llm_stage"]
 
 
@@ -142,7 +145,7 @@ def test_k8s_definitions_give_each_gpu_step_the_gpu_image(k8s_job, deployment):
     gpu_image = deployment_env(deployment)["ARHN_GPU_IMAGE"]
     overrides = per_step_k8s_config(k8s_job)
     assert {step: config["container_config"] for step, config in overrides.items()} == {
-        step: {"image": gpu_image} for step in GPU_STEPS
+        step: {"image": gpu_image} for step in GPU_STEPS | AUDIT_GPU_STEPS
     }
 
 

@@ -26,6 +26,23 @@ def comparison(scores: pl.DataFrame, query_scores: pl.DataFrame, reference: str 
     return means.join(tests.drop("queries", strict=False), on=["eval_dataset", "config", "metric"], how="left", maintain_order="left")
 
 
+def frame_markdown(frame: pl.DataFrame, rows: int = 10, max_text: int = 80) -> str:
+    """The first rows of `frame` as a markdown table, long texts and lists cut."""
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_cols=-1,
+        tbl_rows=rows,
+        fmt_str_lengths=max_text,
+        fmt_table_cell_list_len=4,
+        # No wrapping: a markdown row must stay on one line (polars' default wraps at 100
+        # characters, which splits the header and breaks the table). 65535 is polars' maximum.
+        tbl_width_chars=65535,
+    ):
+        return str(frame.head(rows))
+
+
 def markdown_table(table: pl.DataFrame) -> str:
     """Configurations x metrics; each cell the mean, then delta and t-test p-value vs baseline."""
     lines = []

@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 
 from arhn_assets.core import checks
+from arhn_assets.core.audit import AUDIT_SCHEMA
 from arhn_assets.core.embeddings import model_fingerprint
 from arhn_assets.core.evaluation import QUERY_SCORES_SCHEMA
 from arhn_assets.core.ingest import QUARANTINE_SCHEMA, TRIPLETS_SCHEMA
@@ -59,6 +60,7 @@ TABLES = [
     ("trained_retriever", TRAINED_SCHEMA, True, True),
     ("beir_scores", {**dict.fromkeys(SCORE_KEYS, pl.String), "metric": pl.String, "value": pl.Float64}, True, False),
     ("beir_query_scores", {**dict.fromkeys(SCORE_KEYS, pl.String), **QUERY_SCORES_SCHEMA}, True, False),
+    ("judge_audit", AUDIT_SCHEMA, True, False),
 ]
 
 
