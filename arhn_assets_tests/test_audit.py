@@ -214,3 +214,24 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
         for column in ("candidates", "expected", "flagged", "true_positives", "false_positives", "false_negatives", "true_negatives",
                        "precision", "recall", "f1", "kappa"):
             assert joined[column].to_list() == pytest.approx(joined[f"{column}_sql"].to_list()), column
+
+
+def test_the_oracle_audit_through_dagster_plants_from_the_named_beir_folder(lake_home):
+    """A partition of its own (`scifact-oracle`) planting from the `scifact` folder, as the README
+    suggests for keeping several audits in the warehouse."""
+    import dagster as dg
+
+    from arhn_assets.cli import pipeline_job
+    from arhn_assets.definitions import defs
+
+    config = {"ops": {"judge_audit": {"config": {"judge": "oracle", "beir_dataset": "scifact", "max_queries": 20, "rank_bucket_edges": [5]}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["scifact-oracle"])
+        result = pipeline_job(defs(), "judge_audit").execute_in_process(partition_key="scifact-oracle", instance=instance, run_config=config)
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    metadata = result.asset_materializations_for_node("judge_audit")[0].metadata
+    assert metadata["R+F_recall"].value >= 0.95 and metadata["R+F_precision"].value == 1.0
+    table = pl.read_parquet(lake_home / "lake" / "judge_audit" / "dataset=scifact-oracle" / "part-0.parquet")
+    assert table["query_id"].n_unique() == 20 and set(table["rank_bucket"]) == {"1-5", "6+"}
+    assert set(table["model"]) == {"oracle:qrels>=1"} and set(table["dataset"]) == {"scifact-oracle"}
+    assert (lake_home / "reports" / "scifact-oracle" / "judge_audit_oracle.md").is_file()

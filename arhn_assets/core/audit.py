@@ -402,6 +402,9 @@ class AuditConfig:
     split: str = ""
     min_score: int = 1
     all_queries: bool = False
+    # The BEIR folder to plant from ('' = the partition's own name), so audits of several judges
+    # can live in partitions of their own, e.g. `scifact-qwen3` with beir_dataset 'scifact'.
+    beir_dataset: str = ""
     # verdicts: an RLHN judgment file (.jsonl or .jsonl.gz); a relative path is looked up
     # under ARHN_DATA_DIR, e.g. rlhn_llm_judgments/fiqa.stage_2.gpt-4o.jsonl.gz
     verdicts_file: str = ""
@@ -431,6 +434,9 @@ class AuditResult:
     by_rank: pl.DataFrame  # agreement per configuration and mining-rank bucket
     facts: dict[str, object] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    # What the judge judged and said: candidates, triplets, passages, snippets and rankings
+    # (refine.decide takes them to build other configurations, e.g. a baseline to train).
+    frames: dict[str, pl.DataFrame] = field(default_factory=dict)
 
 
 # Runs an LLM stage ('answer_snippets' or 'answerability_rankings') on frames named as
@@ -479,4 +485,5 @@ def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdi
         "invalid rankings": rankings.filter(pl.col("status") != "ok").height,
         "grounded snippets": f"{snippets.filter(pl.col('status') == 'answer').height} of {snippets.height}",
     }
-    return AuditResult(table, agreement(table), agreement(table, by="rank_bucket"), facts, audit.problems)
+    frames = {"candidates": judged, "triplets": audit.triplets, "passages": passages, "snippets": snippets, "rankings": rankings}
+    return AuditResult(table, agreement(table), agreement(table, by="rank_bucket"), facts, audit.problems, frames)

@@ -39,7 +39,8 @@ def judge_audit(
     paths = storage.paths
     beir = encoder = verdicts = None
     if settings.truth == "qrels":
-        beir = load_beir_dataset(dataset, paths.dataset_dirs(dataset), download=False)
+        source = validate_dataset_key(settings.beir_dataset or dataset)
+        beir = load_beir_dataset(source, paths.dataset_dirs(source), download=False)
         encoder = embedding_model.encoder(paths.embedding_cache_dir)
     else:
         verdicts = paths.data_dir / settings.verdicts_file if not Path(settings.verdicts_file).is_absolute() else Path(settings.verdicts_file)
