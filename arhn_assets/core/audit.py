@@ -32,7 +32,7 @@ from arhn_assets.core.embeddings import Encoder
 from arhn_assets.core.ingest import TRIPLETS_SCHEMA
 from arhn_assets.core.mining import CANDIDATES_SCHEMA, MiningConfig, mine_negatives
 from arhn_assets.core.rankings import RANKINGS_SCHEMA
-from arhn_assets.core.report import frame_markdown
+from arhn_assets.core.report import frame_markdown, save_png
 from arhn_assets.core.snippets import SNIPPETS_SCHEMA
 from arhn_assets.core.triplet_formats import PassageRegistry, RowError, parse_json_record
 
@@ -360,8 +360,6 @@ def audit_markdown(title: str, facts: dict[str, object], metrics: pl.DataFrame, 
 
 def audit_chart(metrics: pl.DataFrame, title: str, path: Path) -> bytes:
     """One confusion matrix per configuration and a precision/recall/F1 bar chart, as PNG."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to a file
@@ -383,13 +381,7 @@ def audit_chart(metrics: pl.DataFrame, title: str, path: Path) -> bytes:
     bars.set(ylim=(0, 1.05), title="flags vs truth")
     bars.legend(fontsize="small")
     figure.suptitle(title, fontsize="medium")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buffer.getvalue())
-    return buffer.getvalue()
+    return save_png(figure, path)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,13 @@ def bar_chart(table: pl.DataFrame, path: Path) -> bytes:
         axis.set_ylim(0, 1)
         axis.set_title(group["eval_dataset"][0])
         axis.legend(fontsize="small")
+    return save_png(figure, path)
+
+
+def save_png(figure, path: Path) -> bytes:
+    """Write a matplotlib figure to `path` as PNG, close it, and return the bytes."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

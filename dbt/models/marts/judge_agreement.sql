@@ -33,21 +33,7 @@ rates as (
 )
 
 select
-    dataset,
-    judge,
-    model,
-    truth,
-    config,
-    rank_bucket,
-    candidates,
-    expected,
-    flagged,
-    true_positives,
-    false_positives,
-    false_negatives,
-    true_negatives,
-    precision,
-    recall,
+    * exclude (first_mining_rank, observed_agreement, chance_agreement),
     coalesce(2 * precision * recall / nullif(precision + recall, 0), 0) as f1,
     case
         when (flagged in (0, candidates)) and (expected in (0, candidates)) and flagged = expected then 1.0
