@@ -23,6 +23,7 @@ from arhn_assets.core.llm.base import GenerationRequest
 from arhn_assets.core.llm.cache import CallCache
 from arhn_assets.core.llm.embedded import TransformersBackend
 from arhn_assets.core.prompts import snippet_prompt
+from arhn_assets.core.rankings import RankingConfig, rank_candidates
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
@@ -77,12 +78,20 @@ RESUMABLE_RUN = textwrap.dedent("""
     from pathlib import Path
     from arhn_assets.core.llm.cache import CallCache
     from arhn_assets.core.llm.embedded import TransformersBackend
-    from arhn_assets.core.snippets import SnippetConfig, extract_snippets
-    from arhn_assets_tests.test_llm_stages import toy_candidates
-    from arhn_assets_tests.test_mining import make_passages, make_triplets
-    backend = TransformersBackend(cache_dir=Path(sys.argv[2]), batch_size=2)
-    extract_snippets(toy_candidates(6, 3), make_triplets(), make_passages(), backend, CallCache(Path(sys.argv[1])), SnippetConfig(batch_size=2))
+    from arhn_assets_tests.test_llm_stages import run_toy_stage
+    run_toy_stage(sys.argv[1], TransformersBackend(cache_dir=Path(sys.argv[3]), batch_size=2), CallCache(Path(sys.argv[2])))
 """)
+# Calls each stage makes on toy_candidates(6, 3): a snippet per candidate; two ranking windows
+# (of 2, moved by 1) per query, one call per batch so every window is stored as it finishes.
+TOY_STAGE_CALLS = {"answer_snippets": 18, "answerability_rankings": 12}
+
+
+def run_toy_stage(stage: str, backend, cache: CallCache):
+    candidates = toy_candidates(6, 3)
+    if stage == "answer_snippets":
+        return extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=2))
+    return rank_candidates(candidates, make_triplets(), make_passages(), None, backend, cache,
+                           RankingConfig(window_size=2, step=1, batch_size=1))
 
 
 def stored_calls(path: Path) -> int:
@@ -95,11 +104,14 @@ def stored_calls(path: Path) -> int:
             return 0
 
 
-def test_a_killed_run_resumes_without_repeating_a_finished_call(backend, models_cache, tmp_path):
-    candidates = toy_candidates(6, 3)
+@pytest.mark.parametrize("stage", sorted(TOY_STAGE_CALLS))
+def test_a_killed_stage_resumes_without_repeating_a_finished_call(stage, backend, models_cache, tmp_path):
+    """SIGKILL midway through a stage; the rerun answers the finished calls from the cache, makes
+    only the others, and returns exactly what an uninterrupted run returns."""
+    total = TOY_STAGE_CALLS[stage]
     calls = tmp_path / "calls.sqlite"
     root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen([sys.executable, "-c", RESUMABLE_RUN, str(calls), str(models_cache)], cwd=root,
+    process = subprocess.Popen([sys.executable, "-c", RESUMABLE_RUN, stage, str(calls), str(models_cache)], cwd=root,
                                env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
     deadline = time.monotonic() + 240
     while stored_calls(calls) < 4 and process.poll() is None and time.monotonic() < deadline:
@@ -107,13 +119,13 @@ def test_a_killed_run_resumes_without_repeating_a_finished_call(backend, models_
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     done = stored_calls(calls)
-    assert 4 <= done < candidates.height, "the run should have been killed midway"
+    assert 4 <= done < total, "the run should have been killed midway"
 
-    resumed, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, CallCache(calls), SnippetConfig(batch_size=2))
-    assert stats.cache_hits == done and stats.calls == candidates.height - done
-    uninterrupted, _ = extract_snippets(candidates, make_triplets(), make_passages(), backend,
-                                        CallCache(tmp_path / "fresh.sqlite"), SnippetConfig(batch_size=2))
-    assert resumed.drop("cached").equals(uninterrupted.drop("cached"))
+    resumed, stats = run_toy_stage(stage, backend, CallCache(calls))
+    assert stats.cache_hits == done and stats.calls == total - done
+    uninterrupted, fresh = run_toy_stage(stage, backend, CallCache(tmp_path / "fresh.sqlite"))
+    assert fresh.calls == total
+    assert resumed.drop("cached", strict=False).equals(uninterrupted.drop("cached", strict=False))
 
 
 @pytest.mark.slow
