@@ -71,6 +71,7 @@ dev: setup
 bench: setup
 	$(BIN)/python benchmarks/mining.py
 	$(BIN)/python benchmarks/llm_stages.py
+	$(BIN)/python benchmarks/oracle_audit.py
 
 # The judge audit (arhn_assets/defs/audit.py) and the warehouse models over it: the configured LLM
 # against SciFact's planted false negatives; AUDIT_CONFIG=configs/audit-oracle.yaml for the oracle,
