@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -78,3 +85,45 @@ def test_distill_kl_refuses_rows_without_hard_negatives(tmp_path):
     rows, pairs = training_rows(refined_slice(), make_triplets(), make_passages(), 1)
     with pytest.raises(ValueError, match="distill_kl needs a hard negative on every row"):
         train_retriever(rows, pairs, TrainingConfig(loss="distill_kl", max_steps=1), tmp_path / "m", {})
+
+
+TRAINING_RUN = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from arhn_assets_tests.test_training import train_toy
+    train_toy(Path(sys.argv[1]), int(sys.argv[2]))
+""")
+
+
+def train_toy(folder: Path, steps: int):
+    rows, pairs = training_rows(refined_slice(), make_triplets(), make_passages(), 1)
+    return train_retriever(rows, pairs, TrainingConfig(batch_size=4, max_steps=steps, learning_rate=1e-4), folder, {"name": "toy"})
+
+
+def test_a_killed_training_keeps_the_previous_model_and_the_rerun_trains_the_same_weights(tmp_path):
+    """SIGKILL in the middle of training (issue 8): the model in place stays whole, the rerun
+    sweeps the killed run's temporary folder and trains exactly what an uninterrupted run trains."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "model"
+    train_toy(folder, 1)
+    previous = (folder / "arhn_training.json").read_text()
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", TRAINING_RUN, str(folder), "40"], cwd=root,
+                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob(".model.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the optimizer steps
+    assert process.poll() is None, "the training should have been killed midway"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (folder / "arhn_training.json").read_text() == previous
+    assert SentenceTransformer(str(folder)).encode(["still loads"]).shape == (1, 384)
+
+    resumed = train_toy(folder, 40)
+    assert not resumed.reused and resumed.steps == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
+    uninterrupted = train_toy(tmp_path / "fresh", 40)
+    probe = ["What makes bread rise?", "Vaccines train the immune system."]
+    assert np.allclose(SentenceTransformer(resumed.model_path).encode(probe), SentenceTransformer(uninterrupted.model_path).encode(probe), atol=1e-6)

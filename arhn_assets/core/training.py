@@ -137,6 +137,24 @@ def _loss(model, config: TrainingConfig):
     raise ValueError(f"unknown loss {config.loss!r}; choose 'mnrl', 'cached_mnrl' or 'distill_kl'")
 
 
+def _remove_leftovers(output: Path) -> None:
+    """Delete the temporary folders of a training of `output` that was killed (its process is gone)."""
+    for leftover in output.parent.glob(f".{output.name}.*-*"):
+        kind, _, pid = leftover.name.rpartition("-")
+        if kind.endswith((".tmp", ".old")) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def train_retriever(
     rows: pl.DataFrame, pairs: pl.DataFrame, config: TrainingConfig, output: Path, description: dict
 ) -> TrainingResult:
@@ -166,7 +184,10 @@ def train_retriever(
         model.max_seq_length = config.max_seq_length
     datasets = {name: Dataset.from_polars(frame) for name, frame in (("hard_negatives", rows), ("in_batch_only", pairs)) if frame.height}
     train = datasets if len(datasets) > 1 else next(iter(datasets.values()))
+    _remove_leftovers(output)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from a training that raised
+    tmp.mkdir(parents=True)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -205,8 +226,12 @@ def train_retriever(
     with open(tmp / "README.md", "a", encoding="utf-8") as card:
         card.write("\n\n## arhn training record\n\n```json\n" + json.dumps(meta, indent=2) + "\n```\n")
     (tmp / TRAINING_META).write_text(json.dumps(meta, indent=2))
+    # The old model stays whole until the new one is complete: moved aside, the new one renamed
+    # into place, then the old one deleted. A kill at any point leaves one complete model (or,
+    # between the two renames, the old one aside, which the next run's leftovers sweep removes).
+    old = output.with_name(f".{output.name}.old-{os.getpid()}")
     if output.exists():
-        shutil.rmtree(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(output, old)
     os.replace(tmp, output)
+    shutil.rmtree(old, ignore_errors=True)
     return TrainingResult(str(output), base, fingerprint, meta["train_rows"], queries, meta["steps"], seconds, meta["train_loss"], reused=False)
