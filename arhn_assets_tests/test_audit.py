@@ -235,3 +235,19 @@ def test_the_oracle_audit_through_dagster_plants_from_the_named_beir_folder(lake
     assert table["query_id"].n_unique() == 20 and set(table["rank_bucket"]) == {"1-5", "6+"}
     assert set(table["model"]) == {"oracle:qrels>=1"} and set(table["dataset"]) == {"scifact-oracle"}
     assert (lake_home / "reports" / "scifact-oracle" / "judge_audit_oracle.md").is_file()
+
+
+def test_nothing_to_audit_is_a_clear_error_naming_the_file(tmp_path):
+    folder = tmp_path / "one-positive"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "Yeast makes bread rise."}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "What makes bread rise?"}\n')
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    beir = load_beir_dataset("one-positive", [folder], download=False)
+    with pytest.raises(ValueError, match=r"qrels/train.tsv has no query with two or more documents scored >= 1"):
+        run_audit(AuditConfig(judge="oracle"), "one-positive", beir, None, None, None)
+
+    verdicts = tmp_path / "verdicts.jsonl"
+    verdicts.write_text('{"query_id": "q", "query": "x", "positive_passages": [], "response": ""}\n')
+    with pytest.raises(ValueError, match=r"verdicts.jsonl holds no valid RLHN judgment record; .*verdicts.jsonl:1 \[positive_passages\]"):
+        run_audit(AuditConfig(judge="replay", truth="verdicts", verdicts_file="v"), "v", None, verdicts, None, None)

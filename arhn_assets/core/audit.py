@@ -226,10 +226,14 @@ def rlhn_audit_set(path: Path, dataset: str, max_queries: int | None = None) -> 
                          "source_file": str(path), "source_line": line})
         candidates += [(dataset, parsed.query_id, d, "positive", None, None, None) for d in parsed.positive_ids]
         candidates += [(dataset, parsed.query_id, d, "provided", i, None, None) for i, d in enumerate(parsed.provided_negative_ids, start=1)]
-    labels = pl.concat(numbered) if numbered else pl.DataFrame(schema={"query_id": pl.String, "doc_id": pl.String, "position": pl.Int64, "verdict": pl.String})
+    labels = (
+        pl.concat(numbered).select("query_id", "doc_id", label="verdict", mining_rank="position")
+        .unique(["query_id", "doc_id"], keep="first", maintain_order=True)
+        if numbered else pl.DataFrame(schema=LABELS_SCHEMA)
+    )
     return AuditSet(
         triplets=pl.DataFrame(triplets, schema=TRIPLETS_SCHEMA),
-        labels=labels.select("query_id", "doc_id", label="verdict", mining_rank="position").unique(["query_id", "doc_id"], keep="first", maintain_order=True),
+        labels=labels,
         candidates=pl.DataFrame(candidates, schema=CANDIDATES_SCHEMA, orient="row").unique(["query_id", "doc_id"], keep="first", maintain_order=True),
         passages=registry.to_frame(dataset),
         problems=tuple(problems),
@@ -447,11 +451,18 @@ def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdi
         split = config.split or beir.training_split()
         qrels = beir.qrels(split)
         audit = planted_audit_set(dataset, beir.queries, qrels, config.min_score, config.all_queries, config.max_queries)
+        if audit.triplets.height == 0:
+            raise ValueError(
+                f"{beir.root / 'qrels' / f'{split}.tsv'} has no query with two or more documents scored >= {config.min_score} "
+                "(and a text in queries.jsonl): no false negative to plant; lower min_score or choose another split"
+            )
         mining = MiningConfig(num_negatives=config.num_negatives, relative_margin=config.relative_margin)
         candidates, passages = mine_negatives(audit.triplets, beir.corpus, encoder, mining).candidates, beir.corpus
         facts |= {"qrels": f"{split} (score >= {config.min_score})", "mining": f"{config.num_negatives} negatives, relative_margin={config.relative_margin}"}
     else:
         audit = rlhn_audit_set(verdicts_path, dataset, config.max_queries)
+        if audit.triplets.height == 0:
+            raise ValueError(f"{verdicts_path} holds no valid RLHN judgment record; " + "; ".join(audit.problems[:3] or ["the file is empty"]))
         candidates, passages = audit.candidates, audit.passages
         facts["verdicts"] = str(verdicts_path)
     if config.judge == "llm":

@@ -43,7 +43,9 @@ def judge_audit(
         beir = load_beir_dataset(source, paths.dataset_dirs(source), download=False)
         encoder = embedding_model.encoder(paths.embedding_cache_dir)
     else:
-        verdicts = paths.data_dir / settings.verdicts_file if not Path(settings.verdicts_file).is_absolute() else Path(settings.verdicts_file)
+        verdicts = Path(settings.verdicts_file)
+        if not verdicts.is_absolute():
+            verdicts = paths.data_dir / verdicts
         if not verdicts.is_file():
             raise FileNotFoundError(f"judge_audit: verdicts_file {settings.verdicts_file!r} not found (looked at {verdicts})")
 
