@@ -156,6 +156,20 @@ def test_each_kind_of_unreadable_file_is_named_with_its_reason(home, name, conte
     assert landed.name == name and reason in problem
 
 
+@pytest.mark.parametrize("name", ["quote's.jsonl", "with space.jsonl", "x';DROP TABLE t;--.jsonl", "données.jsonl"])
+def test_a_hostile_file_name_is_refused_unread_and_its_dataset_waits(home, instance, name, monkeypatch):
+    land(home, "ds", "part-0.jsonl")
+    land(home, "ds", name)
+    land(home, "other", "part-0.jsonl")
+    opened: list[str] = []
+    monkeypatch.setattr("arhn_assets.core.landing.probe_landed_file", lambda path: opened.append(path.name))
+    result = tick(instance)
+    assert [r.partition_key for r in result.run_requests] == ["other"]
+    assert name not in opened
+    scan = scan_landing(home / "landing", json.loads(result.cursor), time.time())
+    assert scan.newly_unreadable == [] and "refused file name" in scan.blocked["ds"][0], "reported once"
+
+
 def test_a_folder_that_is_not_a_dataset_name_is_skipped(home, instance):
     land(home, "has space", "part-0.jsonl")
     land(home, "ok", "part-0.jsonl")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from arhn_assets.core.paths import ArhnPaths, InvalidDatasetKey, validate_dataset_key
+from arhn_assets.core.paths import ArhnPaths, InvalidDatasetKey, InvalidFileName, validate_dataset_key, validate_file_name
 
 VALID_KEYS = ["scifact", "msmarco-v2.1", "a_b.c", "A", "x" * 128]
 
@@ -81,3 +81,23 @@ def test_from_env_makes_absolute_paths(monkeypatch, tmp_path):
     assert paths.data_dir == tmp_path / "h" / "datasets"
     monkeypatch.setenv("ARHN_DATA_DIR", str(tmp_path / "d"))
     assert ArhnPaths.from_env().data_dir == Path(tmp_path / "d")
+
+
+@pytest.mark.parametrize("name", ["part-0.jsonl", "fiqa.stage_1.gpt-4o-mini.jsonl.gz", "x.parquet", "A" * 255])
+def test_safe_file_names_pass(name):
+    assert validate_file_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["..", "../x.jsonl", "quote's.jsonl", 'dq".jsonl', "with space.jsonl", "x';DROP TABLE t;--.jsonl",
+     "données.jsonl", "-dash.jsonl", ".hidden.jsonl", "tab\t.jsonl", "A" * 256, ""],
+)
+def test_unsafe_file_names_are_refused(name):
+    with pytest.raises(InvalidFileName, match="refused file name"):
+        validate_file_name(name)
+
+
+def test_a_home_with_a_quote_is_refused_before_it_reaches_sql(tmp_path):
+    with pytest.raises(ValueError, match="single quote"):
+        ArhnPaths(home=tmp_path / "it's", data_dir=tmp_path)

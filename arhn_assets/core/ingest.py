@@ -71,15 +71,10 @@ class IngestResult:
                 .head(10)
             )
             lines = [f"  {r['file']} [{r['field']}] {r['reason']} ({r['len']} rows)" for r in reasons.iter_rows(named=True)]
-            # Name every such file, also one with no quarantine row (an empty file) or whose
-            # reasons fell outside the first ten.
+            # Name every such file, also one whose reasons fell outside the first ten.
             named = set(reasons["file"])
             counts = dict(self.quarantine.group_by("file").len().iter_rows())
-            lines += [
-                f"  {f} ({counts[f]} quarantined rows)" if counts.get(f) else f"  {f} (no rows at all: an empty file?)"
-                for f in self.files_without_valid_rows
-                if f not in named
-            ]
+            lines += [f"  {f} ({counts[f]} quarantined rows)" for f in self.files_without_valid_rows if f not in named]
             return (
                 f"{len(self.files_without_valid_rows)} landed file(s) of dataset {self.dataset!r} have no valid row; "
                 "valid rows of other files and the quarantine table were kept. First reasons:\n" + "\n".join(lines)
@@ -98,6 +93,10 @@ def landed_files(landing_dir: Path) -> list[Path]:
 def _records_frame(dataset: str, records: list[TripletRecord]) -> pl.DataFrame:
     columns = {name: [getattr(r, name) for r in records] for name in TRIPLETS_SCHEMA if name != "dataset"}
     return pl.DataFrame({"dataset": [dataset] * len(records), **columns}, schema=TRIPLETS_SCHEMA)
+
+
+def _passage_ids(records: list[TripletRecord]) -> set[str]:
+    return {doc_id for r in records for doc_id in (*r.positive_ids, *r.provided_negative_ids)}
 
 
 def _beir_records(beir: BeirDataset, split: str, issues: list[LineIssue]) -> list[TripletRecord]:
@@ -156,6 +155,7 @@ def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, downl
 
     kept: list[TripletRecord] = []
     seen: dict[str, TripletRecord] = {}
+    duplicates: list[TripletRecord] = []
     for record in records:
         first = seen.get(record.query_id)
         if first is not None:
@@ -163,9 +163,12 @@ def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, downl
                 record.source_file, record.source_line, "query_id",
                 f"duplicate query {record.query_id!r} (first seen at {Path(first.source_file).name}:{first.source_line}; that row is kept)",
             ))
+            duplicates.append(record)
             continue
         seen[record.query_id] = record
         kept.append(record)
+    # A rejected duplicate leaves no passage behind that only it brought.
+    orphans = _passage_ids(duplicates) - _passage_ids(kept)
     if max_queries is not None:
         kept = kept[:max_queries]
 
@@ -177,7 +180,7 @@ def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, downl
     return IngestResult(
         dataset=dataset,
         triplets=triplets,
-        passages=registry.to_frame(dataset),
+        passages=registry.to_frame(dataset).filter(~(pl.col("doc_id").is_in(orphans) & (pl.col("origin") != "beir"))),
         quarantine=quarantine,
         sources=sources,
         files_without_valid_rows=files_without_valid_rows,

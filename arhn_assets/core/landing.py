@@ -13,7 +13,8 @@ careless writer triggers a run on half a file:
 A file counts as new or changed by its (mtime, size) signature, kept in the cursor. A complete
 file that cannot be read (a corrupt gzip or Parquet file, not JSON, no permission) is reported
 once per signature and skipped; its dataset waits until it is fixed or removed, because ingest
-would fail on it. Other datasets go on.
+would fail on it. A file whose name arhn refuses (`paths.validate_file_name`: quotes, spaces,
+non-ASCII) is reported the same way without being opened. Other datasets go on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from arhn_assets.core.paths import InvalidDatasetKey, validate_dataset_key
+from arhn_assets.core.paths import InvalidDatasetKey, InvalidFileName, validate_dataset_key, validate_file_name
 from arhn_assets.core.triplet_formats import is_landed_file
 
 GZIP_CHUNK = 1 << 20
@@ -119,7 +120,20 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
             continue
         scan.datasets.append(dataset)
         for path in sorted(folder.iterdir()):
-            if not is_landed_file(path) or not path.is_file():
+            if not is_landed_file(path):
+                continue
+            try:
+                validate_file_name(path.name)
+            except InvalidFileName as refused:
+                # Never opened: the dataset waits until the file is renamed or removed.
+                scan.blocked.setdefault(dataset, []).append(str(refused))
+                key = f"{dataset}/{path.name}"
+                present.add(key)
+                if reported.get(key) != "refused-name":
+                    scan.newly_unreadable.append((LandedFile(dataset, path.name, 0, 0), str(refused)))
+                    reported[key] = "refused-name"
+                continue
+            if not path.is_file():
                 continue
             try:
                 stat = path.stat()

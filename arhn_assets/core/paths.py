@@ -1,7 +1,8 @@
-"""Where arhn reads datasets and writes outputs, and the one gate every dataset name passes.
+"""Where arhn reads datasets and writes outputs, and the gates every dataset and landed-file name pass.
 
-Dataset names become directory names, hive partition values and SQL literals, so they are
-validated here, once, before any path or query is built from them.
+Dataset names become directory names, hive partition values and SQL literals, and landed-file
+names end up in quarantine rows, run tags and logs, so both are validated here, once, before any
+file is opened or any path or query is built from them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from pathlib import Path
 DATASET_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+# The same alphabet for landed files; the suffix (.jsonl, .jsonl.gz, .parquet) is checked by ingest.
+FILE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
 class InvalidDatasetKey(ValueError):
     """A dataset (partition) key that could escape a directory or a SQL literal."""
+
+
+class InvalidFileName(ValueError):
+    """A landed file whose name holds characters arhn refuses (quotes, spaces, unicode, ...)."""
 
 
 def validate_dataset_key(key: str) -> str:
@@ -32,6 +41,16 @@ def validate_dataset_key(key: str) -> str:
     return key
 
 
+def validate_file_name(name: str) -> str:
+    """Return `name` unchanged if it is a safe landed-file name, else raise InvalidFileName."""
+    if not FILE_NAME_PATTERN.fullmatch(name):
+        raise InvalidFileName(
+            f"refused file name {name!r}: rename it to 1-255 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit (no spaces, quotes or non-ASCII characters)"
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class ArhnPaths:
     """The two roots: `data_dir` holds BEIR dataset folders (read-only is fine), `home` holds
@@ -39,6 +58,11 @@ class ArhnPaths:
 
     home: Path
     data_dir: Path
+
+    def __post_init__(self) -> None:
+        if "'" in str(self.home):
+            # dbt's sources put the lake path inside a DuckDB string literal.
+            raise ValueError(f"ARHN_HOME {str(self.home)!r} holds a single quote; choose a folder without one")
 
     @classmethod
     def from_env(cls) -> ArhnPaths:

@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from arhn_assets.core.beir_io import LineIssue, iter_jsonl, passage_text
+from arhn_assets.core.paths import InvalidFileName, validate_file_name
 
 LANDED_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 PASSAGES_SCHEMA = {"dataset": pl.String, "doc_id": pl.String, "title": pl.String, "text": pl.String, "origin": pl.String}
@@ -263,6 +264,10 @@ def read_landed_file(path: Path, registry: PassageRegistry) -> tuple[list[Triple
     records: list[TripletRecord] = []
     issues: list[LineIssue] = []
     file = str(path)
+    try:
+        validate_file_name(path.name)
+    except InvalidFileName as refused:  # checked before the file is opened, or even stat'ed
+        return [], [LineIssue(file, 0, "<file name>", str(refused))]
     if not path.is_file():
         return [], [LineIssue(file, 0, "<file>", "not a regular file (a directory?)")]
     if path.name.endswith(".parquet"):
@@ -291,4 +296,6 @@ def read_landed_file(path: Path, registry: PassageRegistry) -> tuple[list[Triple
                 issues.append(LineIssue(file, line, err.field, err.reason))
     except (OSError, EOFError) as exc:  # truncated gzip, a directory named *.jsonl, I/O errors
         issues.append(LineIssue(file, line + 1, "<file>", f"unreadable from here on: {type(exc).__name__}: {exc}"))
+    if not records and not issues:  # so the quarantine table names an empty file too
+        issues.append(LineIssue(file, 0, "<file>", "empty file: no row to read"))
     return records, issues
