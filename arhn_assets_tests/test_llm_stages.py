@@ -6,6 +6,7 @@ the quality of its answers."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -126,6 +127,65 @@ def test_a_killed_stage_resumes_without_repeating_a_finished_call(stage, backend
     uninterrupted, fresh = run_toy_stage(stage, backend, CallCache(tmp_path / "fresh.sqlite"))
     assert fresh.calls == total
     assert resumed.drop("cached", strict=False).equals(uninterrupted.drop("cached", strict=False))
+
+
+KILLABLE_MATERIALIZATION = textwrap.dedent("""
+    import dagster as dg
+    from arhn_assets.cli import pipeline_job
+    from arhn_assets.definitions import defs
+    from arhn_assets_tests.test_llm_stages import RESUME_RUN_CONFIG, SNIPPETS_CHAIN
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["kill-sample"])
+        pipeline_job(defs(), SNIPPETS_CHAIN).execute_in_process(partition_key="kill-sample", instance=instance, run_config=RESUME_RUN_CONFIG)
+""")
+SNIPPETS_CHAIN = "group:ingest or group:mining or key:answer_snippets"
+# Two snippets per backend call, so every call is stored as its pair finishes.
+RESUME_RUN_CONFIG = {"resources": {"language_model": {"config": {"batch_size": 2}}, **EMBEDDED_JUDGE_RESOURCES}}
+KILL_SAMPLE_CANDIDATES = 10  # one MS MARCO query: its positive and 9 of its negatives
+
+
+def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_call(lake_home, shared_data):
+    """SIGKILL the run process while `answer_snippets` is generating, then materialize again: the
+    finished calls come from the cache, only the rest are made, the lake never shows a partial
+    file, and the snippets equal those of an uninterrupted run."""
+    line = json.loads((shared_data / "bge_examples" / "embedder_msmarco.jsonl").read_text().splitlines()[0])
+    landing = lake_home / "landing" / "kill-sample"
+    landing.mkdir(parents=True)
+    (landing / "one-query.jsonl").write_text(json.dumps({**line, "neg": line["neg"][:9], "neg_scores": line["neg_scores"][:9]}) + "\n")
+    lake = lake_home / "lake"
+    calls = lake_home / "cache" / "llm_calls.sqlite"
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", KILLABLE_MATERIALIZATION], cwd=root,
+                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while stored_calls(calls) < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done = stored_calls(calls)
+    assert 4 <= done < KILL_SAMPLE_CANDIDATES, "the run should have been killed inside answer_snippets"
+    assert not (lake / "answer_snippets").exists()
+    for part in lake.glob("**/*.parquet"):
+        pl.read_parquet(part)  # every visible file is whole
+
+    def materialize() -> tuple[int, int, pl.DataFrame]:
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("dataset", ["kill-sample"])
+            result = pipeline_job(defs(), SNIPPETS_CHAIN).execute_in_process(
+                partition_key="kill-sample", instance=instance, run_config=RESUME_RUN_CONFIG)
+        metadata = result.asset_materializations_for_node("answer_snippets")[0].metadata
+        frame = pl.read_parquet(lake / "answer_snippets" / "dataset=kill-sample" / "part-0.parquet")
+        return metadata["llm_calls"].value, metadata["cache_hits"].value, frame.drop("cached")
+
+    calls_made, hits, resumed = materialize()
+    assert (calls_made, hits) == (KILL_SAMPLE_CANDIDATES - done, done)
+    assert resumed.height == KILL_SAMPLE_CANDIDATES and resumed.select("query_id", "doc_id").is_unique().all()
+
+    for path in calls.parent.glob("llm_calls.sqlite*"):  # an uninterrupted run starts from an empty cache
+        path.rename(path.with_name("killed-" + path.name))
+    calls_made, hits, uninterrupted = materialize()
+    assert (calls_made, hits) == (KILL_SAMPLE_CANDIDATES, 0)
+    assert resumed.equals(uninterrupted)
 
 
 @pytest.mark.slow
