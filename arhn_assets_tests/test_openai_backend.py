@@ -52,7 +52,10 @@ def llama_cpp_server_installed() -> None:
 def start_server(port: int) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--model_alias", MODEL,
-        "--host", "127.0.0.1", "--port", str(port), "--api_key", API_KEY, "--n_ctx", "4096", "--n_threads", "2",
+        "--host", "127.0.0.1", "--port", str(port), "--api_key", API_KEY, "--n_ctx", "4096",
+        # One thread: two stall waiting for each other when the machine's cores are busy (answers
+        # took 30 s instead of 0.3 s, longer than the timeouts test_backend_faults injects).
+        "--n_threads", "1", "--n_threads_batch", "1",
     ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 

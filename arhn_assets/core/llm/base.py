@@ -29,10 +29,20 @@ class Completion:
     cached: bool = False
 
 
+class PartialBatchError(RuntimeError):
+    """A batch failed after some of its requests finished. `completed` maps their indices in the
+    batch to their completions, so the caller can keep them rather than pay for them again."""
+
+    def __init__(self, message: str, completed: dict[int, Completion]):
+        super().__init__(message)
+        self.completed = completed
+
+
 class LLMBackend(Protocol):
     @property
     def identity(self) -> str:
         """Model name plus revision or file hash: part of every cache key."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        """Greedy completions, one per request, in order."""
+        """Greedy completions, one per request, in order. A backend whose requests can fail one by
+        one raises PartialBatchError, carrying those that finished."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from arhn_assets.core.llm.base import Completion, GenerationRequest, LLMBackend
+from arhn_assets.core.llm.base import Completion, GenerationRequest, LLMBackend, PartialBatchError
 
 
 def call_key(identity: str, template: str, version: int, request: GenerationRequest) -> str:
@@ -82,7 +82,9 @@ def cached_generate(
     stats: CallStats | None = None,
 ) -> list[Completion]:
     """Completions for `requests`, from the cache where possible; misses go to the backend in
-    batches of `batch_size`, and each batch is stored as soon as it returns."""
+    batches of `batch_size`, and each batch is stored as soon as it returns. A batch that fails
+    partway still stores the calls that finished before the error is raised, so a rerun makes
+    only the rest."""
     stats = stats if stats is not None else CallStats()
     keys = [call_key(backend.identity, template, version, r) for r in requests]
     results = cache.get(keys)
@@ -91,14 +93,26 @@ def cached_generate(
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         began = time.perf_counter()
-        completions = backend.generate([r for _, r in batch])
-        stats.generate_seconds += time.perf_counter() - began
+        try:
+            completions = backend.generate([r for _, r in batch])
+        except PartialBatchError as error:
+            finished = [(batch[index][0], completion) for index, completion in sorted(error.completed.items())]
+            _keep(finished, cache, results, stats)
+            error.add_note(f"{cache.path} keeps the calls of the batch that finished ({len(finished)}); a rerun makes only the rest")
+            raise
+        finally:
+            stats.generate_seconds += time.perf_counter() - began
         if len(completions) != len(batch):
             raise RuntimeError(f"{backend.identity} answered {len(completions)} of {len(batch)} requests")
-        cache.put([(k, c) for (k, _), c in zip(batch, completions)])
-        for (key, _), completion in zip(batch, completions):
-            results[key] = completion
-            stats.calls += 1
-            stats.prompt_tokens += completion.prompt_tokens
-            stats.completion_tokens += completion.completion_tokens
+        _keep([(k, c) for (k, _), c in zip(batch, completions)], cache, results, stats)
     return [results[k] for k in keys]
+
+
+def _keep(finished: Sequence[tuple[str, Completion]], cache: CallCache, results: dict[str, Completion], stats: CallStats) -> None:
+    """Store finished calls and count them as made."""
+    cache.put(finished)
+    for key, completion in finished:
+        results[key] = completion
+        stats.calls += 1
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens

@@ -2,19 +2,21 @@
 
 The official `openai` client does the HTTP work: timeouts, and retries with exponential backoff on
 connection errors, 408/409/429 and 5xx (honouring Retry-After). What it does not do is run many
-requests at once within a limit, so a thread pool of `concurrency` workers does.
+requests at once within a limit, so a thread pool of `concurrency` workers does; when a request
+fails for good, the batch stops sending and reports the completions that did finish.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from arhn_assets.core.llm.base import Completion, GenerationRequest
+from arhn_assets.core.llm.base import Completion, GenerationRequest, PartialBatchError
 from arhn_assets.core.llm.constraints import ranking_gbnf, ranking_regex
 
 # How each server family accepts a format constraint on the completion.
@@ -23,6 +25,10 @@ GuidedDecoding = Literal["none", "vllm", "llama_cpp"]
 
 class ServerError(RuntimeError):
     """The server could not be reached, refused the request, or does not serve the model."""
+
+
+class ServerBatchError(ServerError, PartialBatchError):
+    """A request of a batch failed for good; `completed` holds the requests that finished first."""
 
 
 @dataclass
@@ -90,6 +96,8 @@ class OpenAICompatibleBackend:
             )
         except openai.APIStatusError as error:
             raise ServerError(f"{self.base_url}: HTTP {error.status_code} for model {self.model!r}: {error.message}") from error
+        except openai.APITimeoutError as error:  # before its base class, APIConnectionError
+            raise ServerError(f"{self.base_url}: no answer within {self.timeout_seconds} s, after {self.max_retries} retries") from error
         except openai.APIConnectionError as error:
             raise ServerError(f"{self.base_url}: request failed after {self.max_retries} retries ({error.__cause__ or error})") from error
         choice = response.choices[0]
@@ -104,5 +112,30 @@ class OpenAICompatibleBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         self._connect()
+        failed = threading.Event()
+
+        def send(request: GenerationRequest) -> Completion | None:
+            # A request fails only after the client spent its retries, so the server is down or
+            # refusing: sending the queued requests would only repeat that wait. Requests already
+            # running are left to finish, so their completions are kept. None: not sent.
+            if failed.is_set():
+                return None
+            try:
+                return self._one(request)
+            except Exception:
+                failed.set()
+                raise
+
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(self._one, requests))
+            futures = [pool.submit(send, request) for request in requests]
+        failures = [error for f in futures if (error := f.exception()) is not None]
+        completed = {i: c for i, f in enumerate(futures) if f.exception() is None and (c := f.result()) is not None}
+        if not failures:
+            return [completed[i] for i in range(len(requests))]
+        first = failures[0]
+        cause = str(first) if isinstance(first, ServerError) else repr(first)  # a bug: name its type
+        not_sent = len(requests) - len(completed) - len(failures)
+        raise ServerBatchError(
+            f"{cause}; {len(completed)} of {len(requests)} requests of the batch finished, {len(failures)} failed, {not_sent} not sent",
+            completed,
+        ) from first
