@@ -3,17 +3,24 @@ lock the build out of."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
+import yaml
 
-from arhn_assets.cli import pipeline_job
+from arhn_assets.cli import main as arhn, pipeline_job
 from arhn_assets.definitions import defs
+from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
 
 STAGING = "key:stg_raw_triplets or key:stg_mined_negatives"
 # A user's DuckDB shell on the warehouse: opened read-write, as `duckdb warehouse.duckdb` does,
@@ -75,3 +82,76 @@ def test_a_reader_holding_the_warehouse_never_fails_a_build(landed_lake):
     assert not list(landed_lake.glob(".warehouse.*")), "no build file is left behind"
     with duckdb.connect(str(warehouse), read_only=True) as reader:
         assert reader.execute("select count(*) from stg_mined_negatives").fetchone()[0] > 0
+
+
+JUDGE_SELECTION = "group:ingest or group:mining or group:llm or group:refine"
+# What SQLite (Dagster's storage, the call cache) and DuckDB say when a lock is refused.
+LOCK_ERRORS = re.compile(r"database is locked|could not set lock|conflicting lock", re.IGNORECASE)
+
+
+def land_tiny_dataset(home: Path, dataset: str) -> None:
+    rows = [
+        {"query": f"{dataset}: what makes bread rise", "pos": ["Yeast makes bread rise by releasing carbon dioxide."],
+         "neg": ["Salt adds flavour to bread.", "Ovens bake bread at 220 degrees.", f"{dataset} is a dataset name."]},
+        {"query": f"{dataset}: why is the sky blue", "pos": ["Rayleigh scattering makes the sky look blue."],
+         "neg": ["The sea is salty.", "Clouds are made of droplets.", f"{dataset} has two queries."]},
+    ]
+    (home / "landing" / dataset).mkdir(parents=True)
+    (home / "landing" / dataset / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, monkeypatch):
+    """Two `arhn run`s judge two partitions while a third rebuilds the warehouse and a reader
+    queries it, all on one Dagster instance, one LLM call cache and one model cache. Every run
+    succeeds, no lock error is met, and the gpu pool (limit 1) keeps the two LLM steps apart."""
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", dagster_home)
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    for dataset in ("seed", "part-a", "part-b"):
+        land_tiny_dataset(lake_home, dataset)
+    assert arhn(["run", "--dataset", "seed", "--select", f"group:ingest or group:mining or {STAGING}"]) == 0
+    config = tmp_path / "judge.yaml"
+    config.write_text(yaml.safe_dump({"resources": {"language_model": {"config": {"batch_size": 4}}, **EMBEDDED_JUDGE_RESOURCES}}))
+
+    commands = {
+        "part-a": ["--dataset", "part-a", "--config", str(config), "--select", JUDGE_SELECTION],
+        "part-b": ["--dataset", "part-b", "--config", str(config), "--select", JUDGE_SELECTION],
+        "warehouse": ["--dataset", "seed", "--select", STAGING],
+    }
+    logs = {name: (tmp_path / f"{name}.log").open("w+") for name in commands}
+    runs = {
+        name: subprocess.Popen([sys.executable, "-m", "arhn_assets.cli", "run", *args], stdout=logs[name], stderr=subprocess.STDOUT)
+        for name, args in commands.items()
+    }
+    # The staging models are views over the lake, so readers count the partitions as they land:
+    # seed's 2 queries, then 4, then 6, never a half-written file.
+    held_counts: list[int] = []
+    fresh_counts: list[int] = []
+    with duckdb.connect(str(lake_home / "warehouse.duckdb"), read_only=True) as held:
+        while any(run.poll() is None for run in runs.values()):
+            held_counts.append(held.execute("select count(*) from stg_raw_triplets").fetchone()[0])
+            with duckdb.connect(str(lake_home / "warehouse.duckdb"), read_only=True) as fresh:
+                fresh_counts.append(fresh.execute("select count(*) from stg_raw_triplets").fetchone()[0])
+            time.sleep(0.5)
+    outputs = {name: (logs[name].seek(0), logs[name].read())[1] for name in commands}
+    for name, run in runs.items():
+        assert run.returncode == 0, outputs[name][-3000:]
+        assert not LOCK_ERRORS.search(outputs[name]), outputs[name][-3000:]
+    for counts in (held_counts, fresh_counts):
+        assert len(counts) > 10 and counts == sorted(counts) and set(counts) <= {2, 4, 6} and counts[-1] == 6
+
+    lake = lake_home / "lake"
+    for dataset in ("part-a", "part-b"):
+        snippets = pl.read_parquet(lake / "answer_snippets" / f"dataset={dataset}" / "part-0.parquet")
+        assert snippets.height == 8 and snippets["dataset"].to_list() == [dataset] * 8
+        assert (lake / "refined_triplets" / f"dataset={dataset}" / "part-0.parquet").exists()
+    instance = dg.DagsterInstance.get()
+    gpu_steps = []
+    for run in instance.get_runs():
+        events = {e.dagster_event_type: e.timestamp for e in instance.all_logs(run.run_id)
+                  if e.step_key == "answer_snippets" and e.dagster_event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)}
+        if events:
+            gpu_steps.append((events[dg.DagsterEventType.STEP_START], events[dg.DagsterEventType.STEP_SUCCESS]))
+    (first_start, first_end), (second_start, _) = sorted(gpu_steps)
+    assert second_start >= first_end, "the gpu pool runs one LLM step at a time"

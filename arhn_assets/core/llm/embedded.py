@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,7 +103,13 @@ class TransformersBackend:
         model.load_state_dict(dequantized.state_dict())
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(folder)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            # Another process (a run of another partition) converted the same model meanwhile.
+            shutil.rmtree(tmp)
+            if not (folder / "config.json").exists():
+                raise
         return folder
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
