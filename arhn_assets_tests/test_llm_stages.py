@@ -105,21 +105,27 @@ def stored_calls(path: Path) -> int:
             return 0
 
 
+def kill_after_stored_calls(calls: Path, at_least: int, script: str, *args: str, timeout: float = 300) -> int:
+    """Run `script` in a process group of its own, SIGKILL it once `calls` holds `at_least` calls
+    (or it ended, or `timeout` passed), and return how many calls it had stored."""
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=root,
+                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while stored_calls(calls) < at_least and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return stored_calls(calls)
+
+
 @pytest.mark.parametrize("stage", sorted(TOY_STAGE_CALLS))
 def test_a_killed_stage_resumes_without_repeating_a_finished_call(stage, backend, models_cache, tmp_path):
     """SIGKILL midway through a stage; the rerun answers the finished calls from the cache, makes
     only the others, and returns exactly what an uninterrupted run returns."""
     total = TOY_STAGE_CALLS[stage]
     calls = tmp_path / "calls.sqlite"
-    root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen([sys.executable, "-c", RESUMABLE_RUN, stage, str(calls), str(models_cache)], cwd=root,
-                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while stored_calls(calls) < 4 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done = stored_calls(calls)
+    done = kill_after_stored_calls(calls, 4, RESUMABLE_RUN, stage, str(calls), str(models_cache))
     assert 4 <= done < total, "the run should have been killed midway"
 
     resumed, stats = run_toy_stage(stage, backend, CallCache(calls))
@@ -154,15 +160,7 @@ def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_ca
     (landing / "one-query.jsonl").write_text(json.dumps({**line, "neg": line["neg"][:9], "neg_scores": line["neg_scores"][:9]}) + "\n")
     lake = lake_home / "lake"
     calls = lake_home / "cache" / "llm_calls.sqlite"
-    root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen([sys.executable, "-c", KILLABLE_MATERIALIZATION], cwd=root,
-                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while stored_calls(calls) < 4 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    done = stored_calls(calls)
+    done = kill_after_stored_calls(calls, 4, KILLABLE_MATERIALIZATION)
     assert 4 <= done < KILL_SAMPLE_CANDIDATES, "the run should have been killed inside answer_snippets"
     assert not (lake / "answer_snippets").exists()
     for part in lake.glob("**/*.parquet"):
