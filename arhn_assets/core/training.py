@@ -29,6 +29,7 @@ import polars as pl
 
 from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.embeddings import default_model_path, model_fingerprint
+from arhn_assets.core.lake import process_alive
 
 TRAINING_META = "arhn_training.json"
 
@@ -141,18 +142,8 @@ def _remove_leftovers(output: Path) -> None:
     """Delete the temporary folders of a training of `output` that was killed (its process is gone)."""
     for leftover in output.parent.glob(f".{output.name}.*-*"):
         kind, _, pid = leftover.name.rpartition("-")
-        if kind.endswith((".tmp", ".old")) and pid.isdigit() and not _alive(int(pid)):
+        if kind.endswith((".tmp", ".old")) and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def train_retriever(
