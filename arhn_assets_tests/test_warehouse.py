@@ -85,6 +85,7 @@ def test_a_reader_holding_the_warehouse_never_fails_a_build(landed_lake):
 
 
 JUDGE_SELECTION = "group:ingest or group:mining or group:llm or group:refine"
+GPU_STEPS = {"answer_snippets", "answerability_rankings"}
 # What SQLite (Dagster's storage, the call cache) and DuckDB say when a lock is refused.
 LOCK_ERRORS = re.compile(r"database is locked|could not set lock|conflicting lock", re.IGNORECASE)
 
@@ -103,7 +104,7 @@ def land_tiny_dataset(home: Path, dataset: str) -> None:
 def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, monkeypatch):
     """Two `arhn run`s judge two partitions while a third rebuilds the warehouse and a reader
     queries it, all on one Dagster instance, one LLM call cache and one model cache. Every run
-    succeeds, no lock error is met, and the gpu pool (limit 1) keeps the two LLM steps apart."""
+    succeeds, no lock error is met, and the gpu pool (limit 1) runs the four LLM steps one at a time."""
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     shutil.copy(Path(__file__).parents[1] / "dagster.yaml", dagster_home)
@@ -119,11 +120,11 @@ def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, mo
         "part-b": ["--dataset", "part-b", "--config", str(config), "--select", JUDGE_SELECTION],
         "warehouse": ["--dataset", "seed", "--select", STAGING],
     }
-    logs = {name: (tmp_path / f"{name}.log").open("w+") for name in commands}
-    runs = {
-        name: subprocess.Popen([sys.executable, "-m", "arhn_assets.cli", "run", *args], stdout=logs[name], stderr=subprocess.STDOUT)
-        for name, args in commands.items()
-    }
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    runs = {}
+    for name, args in commands.items():
+        with logs[name].open("w") as log:  # the child keeps its own copy of the descriptor
+            runs[name] = subprocess.Popen([sys.executable, "-m", "arhn_assets.cli", "run", *args], stdout=log, stderr=subprocess.STDOUT)
     # The staging models are views over the lake, so readers count the partitions as they land:
     # seed's 2 queries, then 4, then 6, never a half-written file.
     held_counts: list[int] = []
@@ -134,10 +135,10 @@ def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, mo
             with duckdb.connect(str(lake_home / "warehouse.duckdb"), read_only=True) as fresh:
                 fresh_counts.append(fresh.execute("select count(*) from stg_raw_triplets").fetchone()[0])
             time.sleep(0.5)
-    outputs = {name: (logs[name].seek(0), logs[name].read())[1] for name in commands}
     for name, run in runs.items():
-        assert run.returncode == 0, outputs[name][-3000:]
-        assert not LOCK_ERRORS.search(outputs[name]), outputs[name][-3000:]
+        output = logs[name].read_text()
+        assert run.returncode == 0, output[-3000:]
+        assert not LOCK_ERRORS.search(output), output[-3000:]
     for counts in (held_counts, fresh_counts):
         assert len(counts) > 10 and counts == sorted(counts) and set(counts) <= {2, 4, 6} and counts[-1] == 6
 
@@ -146,12 +147,18 @@ def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, mo
         snippets = pl.read_parquet(lake / "answer_snippets" / f"dataset={dataset}" / "part-0.parquet")
         assert snippets.height == 8 and snippets["dataset"].to_list() == [dataset] * 8
         assert (lake / "refined_triplets" / f"dataset={dataset}" / "part-0.parquet").exists()
-    instance = dg.DagsterInstance.get()
-    gpu_steps = []
-    for run in instance.get_runs():
-        events = {e.dagster_event_type: e.timestamp for e in instance.all_logs(run.run_id)
-                  if e.step_key == "answer_snippets" and e.dagster_event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS)}
-        if events:
-            gpu_steps.append((events[dg.DagsterEventType.STEP_START], events[dg.DagsterEventType.STEP_SUCCESS]))
-    (first_start, first_end), (second_start, _) = sorted(gpu_steps)
-    assert second_start >= first_end, "the gpu pool runs one LLM step at a time"
+    gpu_steps = []  # (start, end) of every step of the gpu pool, in both judging runs
+    with dg.DagsterInstance.get() as instance:
+        for run in instance.get_runs():
+            started: dict[str, float] = {}
+            for event in instance.all_logs(run.run_id):
+                if event.step_key not in GPU_STEPS:
+                    continue
+                if event.dagster_event_type == dg.DagsterEventType.STEP_START:
+                    started[event.step_key] = event.timestamp
+                elif event.dagster_event_type == dg.DagsterEventType.STEP_SUCCESS:
+                    gpu_steps.append((started[event.step_key], event.timestamp))
+    gpu_steps.sort()
+    assert len(gpu_steps) == 4
+    for (_, end), (next_start, _) in zip(gpu_steps, gpu_steps[1:]):
+        assert next_start >= end, "the gpu pool runs one LLM step at a time"

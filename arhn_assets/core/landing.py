@@ -125,13 +125,13 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
             try:
                 validate_file_name(path.name)
             except InvalidFileName as refused:
-                # Never opened: the dataset waits until the file is renamed or removed.
+                # Never opened (nor stat'ed): the dataset waits until the file is renamed or removed.
+                unnamed = LandedFile(dataset, path.name, 0, 0)
                 scan.blocked.setdefault(dataset, []).append(str(refused))
-                key = f"{dataset}/{path.name}"
-                present.add(key)
-                if reported.get(key) != "refused-name":
-                    scan.newly_unreadable.append((LandedFile(dataset, path.name, 0, 0), str(refused)))
-                    reported[key] = "refused-name"
+                present.add(unnamed.key)
+                if reported.get(unnamed.key) != "refused-name":
+                    scan.newly_unreadable.append((unnamed, str(refused)))
+                    reported[unnamed.key] = "refused-name"
                 continue
             if not path.is_file():
                 continue
