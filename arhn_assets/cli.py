@@ -69,6 +69,33 @@ def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, s
     return result.success
 
 
+def serve_llm(args: argparse.Namespace) -> int:
+    """Run llama.cpp's server until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    from arhn_assets.core.llm.llama_cpp import DEFAULT_MODEL, ServerSettings, start_server
+    from arhn_assets.core.llm.models import ModelFileError, resolve_gguf
+    from arhn_assets.core.paths import ArhnPaths
+
+    try:
+        resolved = resolve_gguf(args.model, ArhnPaths.from_env().models_cache_dir, DEFAULT_MODEL)
+    except ModelFileError as error:
+        print(f"arhn: {error}", file=sys.stderr)
+        return 2
+    alias = args.alias or args.model or DEFAULT_MODEL
+    settings = ServerSettings(resolved.path, args.threads, args.context_size, args.parallel, args.host, args.port,
+                              os.environ.get(args.api_key_env) or None, alias)
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    server = start_server(settings)
+    print(f"arhn: serving {resolved.identity} as {alias!r} at {server.listening_address}/v1", flush=True)
+    stop.wait()  # signal handlers run while the main thread waits on a lock
+    del server  # stops llama.cpp's loop and frees the model
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="arhn", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,7 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dataset", required=True)
     run.add_argument("--config", type=Path, help="YAML run config (ops: {<asset>: {config: {...}}})")
     run.add_argument("--select", help="Dagster asset selection, e.g. 'raw_triplets+' (default: the whole pipeline)")
+    server = commands.add_parser("llm-server", help="serve a GGUF model over llama.cpp's OpenAI-compatible API (the `openai` backend's server)")
+    server.add_argument("--model", default="", help="a preset (qwen2.5-coder-1.5b, smollm2-135m) or a .gguf file (default: qwen2.5-coder-1.5b)")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8080)
+    server.add_argument("--alias", help="the model name clients ask for (default: the --model value)")
+    server.add_argument("--api-key-env", default="OPENAI_API_KEY", help="require the key this variable holds, when set")
+    server.add_argument("--threads", type=int, help="default: every core")
+    server.add_argument("--context-size", type=int, default=8192, help="tokens per slot")
+    server.add_argument("--parallel", type=int, default=2, help="slots decoded together")
     args = parser.parse_args(argv)
+    if args.command == "llm-server":
+        return serve_llm(args)
 
     try:
         instance = _instance()

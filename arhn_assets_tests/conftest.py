@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from arhn_assets.core.paths import ArhnPaths
+from arhn_assets_tests.llm_server import free_port, start_server, stop, wait_until_up
 
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,8 +58,21 @@ def lake_home(tmp_path: Path, shared_data: Path, embedding_cache: Path, models_c
 
 @pytest.fixture(scope="session")
 def models_cache(tmp_path_factory) -> Path:
-    """Where the embedded LLM's GGUF is dequantized once per test run (~35 s), then reused."""
+    """Where multi-part GGUF presets are joined once per test run (Qwen: 1.1 GB, ~6 s), then reused."""
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[str]:
+    """The base URL of a real llama.cpp server (arhn llm-server) on 127.0.0.1, for one test module."""
+    port = free_port()
+    process = start_server(port)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_until_up(process, base_url)
+        yield base_url
+    finally:
+        stop(process)
 
 
 @pytest.fixture

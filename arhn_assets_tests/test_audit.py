@@ -15,6 +15,7 @@ from arhn_assets.core.audit import (
 from arhn_assets.core.beir_io import load_beir_dataset
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.parsing import parse_snippet
+from arhn_assets_tests.run_configs import smollm2_resources
 
 RLHN_STAGE_2 = "rlhn_llm_judgments/fiqa.stage_2.gpt-4o.jsonl.gz"
 
@@ -181,7 +182,8 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
     from arhn_assets.definitions import defs
     from arhn_assets_tests.test_dbt import frame
 
-    config = {"ops": {"judge_audit": {"config": {"judge": "llm", "truth": "verdicts", "verdicts_file": RLHN_STAGE_2, "max_queries": 1}}}}
+    config = {"ops": {"judge_audit": {"config": {"judge": "llm", "truth": "verdicts", "verdicts_file": RLHN_STAGE_2, "max_queries": 1}}},
+              "resources": smollm2_resources()}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["fiqa-rlhn"])
         result = pipeline_job(defs(), "judge_audit*").execute_in_process(partition_key="fiqa-rlhn", instance=instance, run_config=config)
@@ -192,7 +194,8 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
 
     table = pl.read_parquet(lake_home / "lake" / "judge_audit" / "dataset=fiqa-rlhn" / "part-0.parquet")
     assert table.height == 3 * 15 and set(table["judge"]) == {"llm"} and set(table["truth"]) == {"verdicts"}
-    assert table["model"][0].startswith("SmolLM2") and table["snippet_status"].null_count() == 0
+    assert table["model"][0].startswith("llama.cpp:SmolLM2") and table["snippet_status"].null_count() == 0
+    assert table["answer_probability"].is_between(0.0, 1.0).all()
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "judge_audit"]
     metadata = event.materialization.metadata
     expected = agreement(table)

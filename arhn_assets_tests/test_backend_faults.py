@@ -1,7 +1,7 @@
 """The OpenAI-compatible backend under injected faults, over real HTTP on 127.0.0.1.
 
 A fault-injecting proxy stands between the backend and a real llama.cpp server serving SmolLM2
-(test_openai_backend's). It answers each incoming chat completion request
+(`arhn llm-server`, the llm_server fixture). It answers each incoming chat completion request
 by the next action of a script, and forwards everything else (the model listing):
 
 - "pass": forward upstream and return its answer;
@@ -34,7 +34,7 @@ import pytest
 from arhn_assets.core.llm.base import GenerationRequest
 from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
 from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend, ServerError
-from arhn_assets_tests.test_openai_backend import API_KEY, MODEL, llama_cpp_server_installed, server  # noqa: F401 (fixtures)
+from arhn_assets_tests.llm_server import API_KEY, MODEL
 
 Fault = Literal["pass", "429", "500", "hold", "die"]
 RETRY_AFTER_SECONDS = 0.3
@@ -143,8 +143,8 @@ def proxies() -> Iterator[list[FaultProxy]]:
 
 
 @pytest.fixture(scope="module")
-def upstream(server) -> str:
-    return server
+def upstream(llm_server) -> str:
+    return llm_server
 
 
 @pytest.fixture

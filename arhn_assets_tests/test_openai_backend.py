@@ -1,93 +1,33 @@
-"""The OpenAI-compatible backend against a real server on 127.0.0.1: llama-cpp-python's
-(`python -m llama_cpp.server`) serving the same SmolLM2 GGUF as the embedded backend. No mocked
-HTTP: authentication, model checks, concurrency, retries and grammar-constrained rankings all go
-over the wire."""
+"""The OpenAI-compatible backend against a real server on 127.0.0.1: llama.cpp's own (`arhn
+llm-server`, xllamacpp) serving the same SmolLM2 GGUF as the embedded backend. No mocked HTTP:
+authentication, model checks, concurrency, retries, log-probabilities and grammar-constrained
+rankings all go over the wire."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
-import polars as pl
 import pytest
 
 from arhn_assets.core.llm.backends import BackendSpec, build_backend
 from arhn_assets.core.llm.base import GenerationRequest
 from arhn_assets.core.llm.cache import CallCache
-from arhn_assets.core.llm.embedded import default_gguf_path
+from arhn_assets.core.llm.constraints import ranking
 from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend, ServerError
 from arhn_assets.core.parsing import parse_ranking
 from arhn_assets.core.prompts import ranking_prompt, snippet_prompt
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
+from arhn_assets_tests.llm_server import API_KEY, MODEL, free_port, start_server, stop
 from arhn_assets_tests.test_llm_stages import SNIPPET_STATUSES, toy_candidates
 from arhn_assets_tests.test_mining import make_passages, make_triplets
 
-API_KEY = "arhn-test-key"
-MODEL = "smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def llama_cpp_server_installed() -> None:
-    if importlib.util.find_spec("llama_cpp") is None:
-        message = "llama-cpp-python[server] is not installed (make test installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-def start_server(port: int) -> subprocess.Popen:
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--model_alias", MODEL,
-        "--host", "127.0.0.1", "--port", str(port), "--api_key", API_KEY, "--n_ctx", "4096",
-        # One thread: two stall waiting for each other when the machine's cores are busy (answers
-        # took 30 s instead of 0.3 s, longer than the timeouts test_backend_faults injects).
-        "--n_threads", "1", "--n_threads_batch", "1",
-    ]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def wait_until_up(process: subprocess.Popen, base_url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"llama_cpp.server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base_url}/models", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    pytest.fail(f"llama_cpp.server did not answer on {base_url} within {timeout} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def server(llama_cpp_server_installed) -> str:
-    port = free_port()
-    process = start_server(port)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_until_up(process, base_url)
-        yield base_url
-    finally:
-        stop(process)
+def server(llm_server) -> str:
+    return llm_server
 
 
 @pytest.fixture
@@ -97,15 +37,25 @@ def backend(server, monkeypatch) -> OpenAICompatibleBackend:
     return build_backend(spec, Path("unused"))
 
 
-def test_snippets_over_http_record_tokens_model_and_resume_from_cache(backend, tmp_path):
+def test_snippets_over_http_record_tokens_probabilities_model_and_resume_from_cache(backend, tmp_path):
     candidates = toy_candidates(2, 3)
     cache = CallCache(tmp_path / "calls.sqlite")
-    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=4))
+    config = SnippetConfig(batch_size=4, mode="span")
+    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
     assert frame.height == candidates.height and set(frame["status"]) <= SNIPPET_STATUSES
     assert (frame["prompt_tokens"] > 50).all() and (frame["completion_tokens"] > 0).all()
     assert set(frame["model"]) == {"smollm2@Q4_1"} and stats.calls == candidates.height
-    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=4))
+    assert frame["answer_probability"].is_between(0.0, 1.0).all()  # the server's `logprobs`
+    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
     assert warm.calls == 0 and again.drop("cached").equals(frame.drop("cached"))
+
+
+def test_sentence_mode_over_http_uses_the_grammar(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("ARHN_TEST_API_KEY", API_KEY)
+    backend = OpenAICompatibleBackend(server, MODEL, api_key_env="ARHN_TEST_API_KEY", guided_decoding="llama_cpp")
+    candidates = toy_candidates(2, 3)
+    frame, _ = extract_snippets(candidates, make_triplets(), make_passages(), backend, CallCache(tmp_path / "c.sqlite"))
+    assert set(frame["status"]) <= {"answer", "no_answer"} and frame["answer_probability"].is_not_null().all()
 
 
 def test_concurrent_requests_come_back_in_order_and_equal_sequential_ones(backend):
@@ -124,7 +74,7 @@ def test_grammar_constrained_rankings_are_well_formed(server, monkeypatch):
     passages = make_passages()["text"].to_list()
     windows = [passages[:5], passages[:12]]  # 12: two-digit ids must not be read as two ids
     prompts = [ranking_prompt("What makes bread rise?", w) for w in windows]
-    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, len(w)) for p, w in zip(prompts, windows)])
+    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, ranking(len(w))) for p, w in zip(prompts, windows)])
     for completion, window in zip(completions, windows):
         parsed = parse_ranking(completion.text, len(window), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$")
         assert parsed.status in {"ok", "repetition"}, completion.text  # GBNF fixes the format, not uniqueness
@@ -151,7 +101,7 @@ def test_no_server_fails_after_the_configured_retries():
         backend.generate([GenerationRequest((("user", "hi"),), 4)])
 
 
-def test_retries_with_backoff_reach_a_server_that_comes_up_late(llama_cpp_server_installed, monkeypatch):
+def test_retries_with_backoff_reach_a_server_that_comes_up_late(monkeypatch):
     """The first attempts are refused; the client backs off and retries until the server is up."""
     monkeypatch.setenv("ARHN_TEST_API_KEY", API_KEY)
     port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
@@ -12,8 +13,10 @@ from hypothesis import strategies as st
 from arhn_assets.core.parsing import (
     RankingParse,
     SnippetParse,
+    answer_probability,
     find_verbatim,
     parse_ranking,
+    parse_sentence_choice,
     parse_snippet,
     strip_thinking,
 )
@@ -571,3 +574,62 @@ def test_many_unclosed_think_tags_parse_in_linear_time():
 def test_a_lone_closing_think_tag_ends_the_reasoning():
     assert parse_ranking("I think [3] is best...</think>[2] > [1] > [3]", 3).order == [1, 0, 2]
     assert strip_thinking("reasoning</think> answer <think>more</think> end") == " answer  end"
+
+
+# --------------------------------------------------------------------------------------------
+# parse_sentence_choice (stage 1, sentence mode)
+# --------------------------------------------------------------------------------------------
+
+SENTENCE_PASSAGE = "Bread rises. Yeast makes carbon dioxide. The gas is trapped by gluten."
+SENTENCE_SPANS = [(0, 13), (13, 40), (40, len(SENTENCE_PASSAGE))]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2", "Yeast makes carbon dioxide."),
+    (" 2-3 ", "Yeast makes carbon dioxide. The gas is trapped by gluten."),
+    ("3-2", "Yeast makes carbon dioxide. The gas is trapped by gluten."),  # a reversed range is the same range
+    ("[1]", "Bread rises."),
+    ("1 to 2", "Bread rises. Yeast makes carbon dioxide."),
+    ("２", "Yeast makes carbon dioxide."),  # full-width digit
+    ("<think>maybe 1</think>3.", "The gas is trapped by gluten."),
+])
+def test_sentence_choices_are_the_passages_own_text(text, expected):
+    parsed = parse_sentence_choice(text, SENTENCE_SPANS, SENTENCE_PASSAGE)
+    assert parsed.status == "answer" and parsed.snippet == expected and parsed.snippet in SENTENCE_PASSAGE
+
+
+@pytest.mark.parametrize("text, status", [
+    ("NO_ANSWER", "no_answer"), ("no answer", "no_answer"), ("4", "invalid"), ("0", "invalid"),
+    ("2-4", "invalid"), ("", "invalid"), ("The second one", "invalid"), ("1, 3", "invalid"),
+])
+def test_other_sentence_choices_get_a_status(text, status):
+    parsed = parse_sentence_choice(text, SENTENCE_SPANS, SENTENCE_PASSAGE)
+    assert parsed.status == status and parsed.snippet is None
+
+
+# --------------------------------------------------------------------------------------------
+# answer_probability (from the first token's alternatives)
+# --------------------------------------------------------------------------------------------
+
+
+def test_answer_probability_is_the_mass_away_from_no_answer():
+    first = (("NO", math.log(0.6)), ("3", math.log(0.3)), ("The", math.log(0.1)))
+    assert answer_probability(first) == pytest.approx(0.4)
+    # With a grammar only numbers can start an answer: the renormalised constrained probability.
+    assert answer_probability(first, numbers_only=True) == pytest.approx(0.3 / 0.9)
+
+
+def test_every_case_and_prefix_of_the_marker_counts_as_no_answer():
+    first = (("N", math.log(0.1)), ("No", math.log(0.2)), (" NO_", math.log(0.3)), ("Yes", math.log(0.4)))
+    assert answer_probability(first) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("first", [None, (), ((" ", -0.1),), (("The", -0.1),)])
+def test_answer_probability_is_none_without_evidence(first):
+    assert answer_probability(first, numbers_only=True) is None
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), st.floats(min_value=-30, max_value=0)), max_size=20))
+def test_answer_probability_lies_in_the_unit_interval(first):
+    value = answer_probability(tuple(first))
+    assert value is None or 0.0 <= value <= 1.0

@@ -7,15 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from arhn_assets.core.llm.base import GenerationRequest
+from arhn_assets.core.llm.cache import call_key
+from arhn_assets.core.llm.constraints import ranking, sentences
 from arhn_assets.core.prompts import (
     TEMPLATE_DIR,
     Prompt,
     load_template,
     ranking_prompt,
+    sentence_prompt,
     snippet_prompt,
 )
 
-TEMPLATES = ["answer_snippet", "answerability_ranking"]
+TEMPLATES = ["answer_snippet", "answer_sentence", "answerability_ranking"]
+INSTRUCTION = "The query is a scientific claim. A passage answers it when it reports evidence that supports or refutes the claim."
 QUERY = "How tall is the Eiffel Tower?"
 PASSAGE_LINE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 
@@ -112,7 +117,7 @@ def test_snippet_prompt_messages():
     assert system == spec["system"]
     assert QUERY in user
     assert passage in user
-    assert user == spec["user"].format(query=QUERY, passage=passage)
+    assert user == spec["user"].format(task="", query=QUERY, passage=passage)
     assert "NO_ANSWER" in user
     assert prompt.as_chat() == [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
@@ -135,21 +140,48 @@ def test_snippet_prompt_default_truncation_is_300_words():
     assert len(re.findall(r"\bw\d+\b", user)) == 300
 
 
-def test_snippet_prompt_digest():
+def key(prompt: Prompt, constraint=None, top_logprobs: int = 0, model: str = "llama.cpp:m.gguf@sha256:0") -> str:
+    """The call cache's key of a prompt, as the stages build their requests."""
+    request = GenerationRequest(prompt.messages, prompt.max_new_tokens, constraint, top_logprobs)
+    return call_key(model, prompt.template, prompt.version, request)
+
+
+def test_snippet_cache_keys_follow_what_the_model_reads():
     passage = "The Eiffel Tower is 330 metres tall."
-    first = snippet_prompt(QUERY, passage)
-    second = snippet_prompt(QUERY, passage)
-    assert first == second
-    assert first.digest == second.digest
-    assert re.fullmatch(r"[0-9a-f]{64}", first.digest)
-    assert snippet_prompt(QUERY, passage + " It opened in 1889.").digest != first.digest
-    assert snippet_prompt(QUERY, "The Eiffel Tower is 331 metres tall.").digest != first.digest
-    assert snippet_prompt("How old is the Eiffel Tower?", passage).digest != first.digest
+    first = key(snippet_prompt(QUERY, passage))
+    assert key(snippet_prompt(QUERY, passage)) == first
+    assert re.fullmatch(r"[0-9a-f]{64}", first)
+    assert key(snippet_prompt(QUERY, passage + " It opened in 1889.")) != first
+    assert key(snippet_prompt("How old is the Eiffel Tower?", passage)) != first
+    assert key(snippet_prompt(QUERY, passage), model="llama.cpp:other.gguf@sha256:1") != first
+    # Words past max_words never reach the model, so they never change the key.
+    assert key(snippet_prompt(QUERY, words(5) + " extra", max_words=5)) == key(snippet_prompt(QUERY, words(5), max_words=5))
 
 
-def test_snippet_prompt_digest_ignores_text_beyond_truncation():
-    # Equal rendered messages, equal digest: words past max_words never reach the model.
-    assert snippet_prompt(QUERY, words(5) + " extra", max_words=5).digest == snippet_prompt(QUERY, words(5), max_words=5).digest
+def test_cache_keys_include_the_mode_the_instruction_and_the_decoding():
+    passage = "The Eiffel Tower is 330 metres tall. It opened in 1889."
+    span = key(snippet_prompt(QUERY, passage))
+    sentence = key(sentence_prompt(QUERY, ["The Eiffel Tower is 330 metres tall.", "It opened in 1889."]), sentences(2))
+    instructed = key(snippet_prompt(QUERY, passage, instruction=INSTRUCTION))
+    assert len({span, sentence, instructed}) == 3
+    assert key(snippet_prompt(QUERY, passage), top_logprobs=20) != span
+    window = ranking_prompt(QUERY, ["a", "b"])
+    assert key(window, ranking(2)) != key(window) != key(ranking_prompt(QUERY, ["a", "b"], instruction=INSTRUCTION))
+
+
+def test_the_instruction_opens_the_snippet_prompts_and_follows_the_ranking_prefix():
+    for prompt in (snippet_prompt(QUERY, "p", instruction=INSTRUCTION), sentence_prompt(QUERY, ["p."], instruction=INSTRUCTION)):
+        assert prompt.messages[1][1].startswith(f"Task: {INSTRUCTION}\n\nQuery: {QUERY}")
+    assert "Task:" not in snippet_prompt(QUERY, "p").messages[1][1]
+    lines = ranking_prompt(QUERY, ["alpha"], instruction=INSTRUCTION).messages[1][1].splitlines()
+    assert lines[1] == f"Task: {INSTRUCTION}" and lines[2] == "[1] alpha"
+
+
+def test_sentence_prompt_numbers_sentences_one_per_line():
+    prompt = sentence_prompt(QUERY, ["The tower is 330 m tall.\n", "See [3]   for more."])
+    user = prompt.messages[1][1]
+    assert "[1] The tower is 330 m tall.\n[2] See (3) for more.\n" in user
+    assert prompt.template == "answer_sentence" and prompt.max_new_tokens == load_template("answer_sentence")["max_new_tokens"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,13 +257,13 @@ def test_ranking_prompt_max_new_tokens_grows_with_n():
     assert budgets[19] == len(full) + spec["max_new_tokens_slack"]
 
 
-def test_ranking_prompt_digest_depends_on_order():
+def test_ranking_cache_keys_depend_on_order():
     passages = ["alpha text", "beta text", "gamma text"]
-    first = ranking_prompt(QUERY, passages)
-    assert ranking_prompt(QUERY, list(passages)).digest == first.digest
-    assert ranking_prompt(QUERY, passages[::-1]).digest != first.digest
-    assert ranking_prompt(QUERY, [passages[1], passages[0], passages[2]]).digest != first.digest
-    assert ranking_prompt(QUERY, passages[:2]).digest != first.digest
+    first = key(ranking_prompt(QUERY, passages))
+    assert key(ranking_prompt(QUERY, list(passages))) == first
+    assert key(ranking_prompt(QUERY, passages[::-1])) != first
+    assert key(ranking_prompt(QUERY, [passages[1], passages[0], passages[2]])) != first
+    assert key(ranking_prompt(QUERY, passages[:2])) != first
 
 
 @pytest.mark.parametrize("content", ["", "name: broken\nversion: true\n"])

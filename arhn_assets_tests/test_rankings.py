@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
+from arhn_assets.core.llm.cache import CallCache
+from arhn_assets.core.llm.llama_cpp import LlamaCppBackend
 from arhn_assets.core.parsing import parse_ranking
-from arhn_assets.core.rankings import WindowRequest, rank_with_sliding_windows, shuffled, window_bounds
+from arhn_assets.core.rankings import (
+    RankingConfig,
+    WindowRequest,
+    rank_candidates,
+    rank_with_sliding_windows,
+    shuffled,
+    window_bounds,
+)
 
 
 def relevance_judge(relevance: dict[str, float], broken: set[str] = frozenset()):
@@ -69,3 +79,31 @@ def test_shuffle_is_seeded_per_query_and_independent_of_call_order():
     assert shuffled("q2", docs, seed=13) != first or shuffled("q3", docs, seed=13) != first
     assert shuffled("q1", docs, seed=13) == first and sorted(first) == sorted(docs)
     assert shuffled("q1", docs, seed=14) != first
+
+
+def pointwise_inputs(probabilities: dict[str, float | None]):
+    docs = list(probabilities)
+    candidates = pl.DataFrame({"dataset": "toy", "query_id": "q", "doc_id": docs,
+                               "source": ["positive"] + ["mined"] * (len(docs) - 1)})
+    triplets = pl.DataFrame({"query_id": ["q"], "query_text": ["why?"], "instruction": [""]})
+    snippets = pl.DataFrame({"query_id": "q", "doc_id": docs, "answer_probability": list(probabilities.values()),
+                             "model": "llama.cpp:toy.gguf", "prompt_version": 1}, schema_overrides={"answer_probability": pl.Float64})
+    return candidates, triplets, snippets
+
+
+def test_pointwise_ranking_orders_by_answer_probability_without_a_call(tmp_path):
+    candidates, triplets, snippets = pointwise_inputs({"p": 0.6, "n1": 0.9, "n2": 0.1, "n3": 0.6})
+    backend = LlamaCppBackend("smollm2-135m", tmp_path)  # never loaded: pointwise makes no call
+    frame, stats = rank_candidates(candidates, triplets, pl.DataFrame(), snippets, backend, CallCache(tmp_path / "c.sqlite"),
+                                   RankingConfig(rank_on="answer_probability"))
+    row = frame.row(0, named=True)
+    assert row["ranking"][0] == "n1" and row["ranking"][-1] == "n2" and set(row["ranking"][1:3]) == {"p", "n3"}
+    assert row["positive_rank"] == row["ranking"].index("p") + 1 and row["status"] == "ok" and row["windows"] == 0
+    assert row["model"] == "llama.cpp:toy.gguf" and stats.calls == 0 and backend._server is None
+
+
+def test_pointwise_ranking_refuses_a_backend_without_logprobs(tmp_path):
+    candidates, triplets, snippets = pointwise_inputs({"p": 0.6, "n1": None})
+    with pytest.raises(ValueError, match=r"the LlamaCppBackend backend's model llama.cpp:toy.gguf returned no log-probabilities"):
+        rank_candidates(candidates, triplets, pl.DataFrame(), snippets, LlamaCppBackend("", tmp_path),
+                        CallCache(tmp_path / "c.sqlite"), RankingConfig(rank_on="answer_probability"))

@@ -17,8 +17,10 @@ def candidates(query_id: str, positives: list[str], negatives: list[str]) -> pl.
     })
 
 
-def snippets(query_id: str, statuses: dict[str, str]) -> pl.DataFrame:
-    return pl.DataFrame({"query_id": query_id, "doc_id": list(statuses), "status": list(statuses.values())})
+def snippets(query_id: str, statuses: dict[str, str], probabilities: dict[str, float] | None = None) -> pl.DataFrame:
+    probability = [(probabilities or {}).get(d) for d in statuses]
+    return pl.DataFrame({"query_id": query_id, "doc_id": list(statuses), "status": list(statuses.values()),
+                         "answer_probability": probability, "model": "toy"}, schema_overrides={"answer_probability": pl.Float64})
 
 
 def rankings(query_id: str, ranking: list[str], status: str = "ok") -> pl.DataFrame:
@@ -150,3 +152,26 @@ def test_decision_examples_put_the_texts_beside_each_changed_label():
         ("n1", "relabel_positive", "what is n1?", "span of n1", "N1 n1 is a thing"),
         ("n2", "filter_ambiguous", "what is n1?", "span of n2", "n2 too"),
     ]
+
+
+def test_answers_can_be_read_from_the_answer_probability():
+    """A judge that says NO_ANSWER to everything but whose first token still leans: with
+    answered_by='answer_probability', a negative below the positive with P(answer) >= the
+    threshold is filtered; the snippet rule would filter nothing."""
+    statuses = dict.fromkeys(["p", "n1", "n2", "n3"], "no_answer")
+    probabilities = {"p": 0.7, "n1": 0.9, "n2": 0.6, "n3": 0.2}
+    frame_snippets = snippets("q", statuses, probabilities)
+    ranking = rankings("q", ["n1", "p", "n2", "n3"])
+    by_snippet = decide(candidates("q", ["p"], ["n1", "n2", "n3"]), frame_snippets, ranking, RefineConfig(configs=("F",)))
+    assert set(decisions_of(by_snippet, "F").values()) == {"keep_positive", "keep_negative"}
+    config = RefineConfig(configs=("R+F",), answered_by="answer_probability", answer_threshold=0.5)
+    frame = decide(candidates("q", ["p"], ["n1", "n2", "n3"]), frame_snippets, ranking, config)
+    assert decisions_of(frame, "R+F") == {"p": "keep_positive", "n1": "relabel_positive", "n2": "filter_ambiguous", "n3": "keep_negative"}
+    assert dict(frame.select("doc_id", "answer_probability").iter_rows()) == probabilities
+
+
+def test_probability_rules_refuse_snippets_without_probabilities():
+    with pytest.raises(ValueError, match="answered_by='answer_probability' needs answer probabilities, but model toy gave none"):
+        decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(answered_by="answer_probability"))
+    with pytest.raises(ValueError, match=r"answer_threshold must lie in \[0, 1\]"):
+        RefineConfig(answer_threshold=1.5)

@@ -13,7 +13,7 @@ import pytest
 
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
+from arhn_assets_tests.run_configs import smollm2_resources
 from arhn_assets_tests.test_dbt import assert_warehouse_matches_lake
 
 
@@ -54,7 +54,7 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
             "relabel_decisions": {"config": {"configs": ["baseline", "R"]}},
             "trained_retriever": {"config": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4}},
         },
-        "resources": {"language_model": {"config": {"max_queries": 2}}, **EMBEDDED_JUDGE_RESOURCES},
+        "resources": smollm2_resources(max_queries=2),
     }
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["scislice"])

@@ -20,7 +20,7 @@ import yaml
 
 from arhn_assets.cli import main as arhn, pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.run_configs import EMBEDDED_JUDGE_RESOURCES
+from arhn_assets_tests.run_configs import smollm2_resources
 
 STAGING = "key:stg_raw_triplets or key:stg_mined_negatives"
 # A user's DuckDB shell on the warehouse: opened read-write, as `duckdb warehouse.duckdb` does,
@@ -113,7 +113,7 @@ def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, mo
         land_tiny_dataset(lake_home, dataset)
     assert arhn(["run", "--dataset", "seed", "--select", f"group:ingest or group:mining or {STAGING}"]) == 0
     config = tmp_path / "judge.yaml"
-    config.write_text(yaml.safe_dump({"resources": {"language_model": {"config": {"batch_size": 4}}, **EMBEDDED_JUDGE_RESOURCES}}))
+    config.write_text(yaml.safe_dump({"resources": smollm2_resources(batch_size=4)}))
 
     commands = {
         "part-a": ["--dataset", "part-a", "--config", str(config), "--select", JUDGE_SELECTION],

@@ -31,9 +31,10 @@ from arhn_assets.core.beir_io import BeirDataset, iter_jsonl
 from arhn_assets.core.embeddings import Encoder
 from arhn_assets.core.ingest import TRIPLETS_SCHEMA
 from arhn_assets.core.mining import CANDIDATES_SCHEMA, MiningConfig, mine_negatives
-from arhn_assets.core.rankings import RANKINGS_SCHEMA
+from arhn_assets.core.instructions import resolve_instruction
+from arhn_assets.core.rankings import RANKINGS_SCHEMA, RankOn
 from arhn_assets.core.report import frame_markdown, save_png
-from arhn_assets.core.snippets import SNIPPETS_SCHEMA
+from arhn_assets.core.snippets import SNIPPETS_SCHEMA, SnippetMode
 from arhn_assets.core.triplet_formats import PassageRegistry, RowError, parse_json_record
 
 AUDITED_CONFIGS = ("R", "F", "R+F")
@@ -62,6 +63,7 @@ AUDIT_SCHEMA = {
     "mining_rank": pl.Int64,  # rank in the corpus search (qrels) or position in the recorded list
     "rank_bucket": pl.String,
     "snippet_status": pl.String,
+    "answer_probability": pl.Float64,  # stage 1's P(not NO_ANSWER); null for judges without one
     "llm_rank": pl.Int64,
     "positive_rank": pl.Int64,
     "ranking_status": pl.String,
@@ -108,7 +110,7 @@ def planted_false_negatives(qrels: pl.DataFrame, min_score: int = 1) -> pl.DataF
 
 def planted_audit_set(
     dataset: str, queries: pl.DataFrame, qrels: pl.DataFrame, min_score: int = 1,
-    all_queries: bool = False, max_queries: int | None = None,
+    all_queries: bool = False, max_queries: int | None = None, instruction: str = "",
 ) -> AuditSet:
     """Triplets whose one positive is the first relevant document of each query, so mining sees
     the other relevant ones as candidates; `labels` lists those planted documents.
@@ -128,6 +130,7 @@ def planted_audit_set(
     triplets = triplets.select(
         dataset=pl.lit(dataset), query_id="query_id", query_text="query_text",
         positive_ids=pl.concat_list("kept_positive"), provided_negative_ids=pl.lit([], dtype=pl.List(pl.String)),
+        instruction=pl.lit(instruction),
     )
     labels = (
         planted.filter(pl.col("query_id").is_in(triplets["query_id"].implode()))
@@ -194,7 +197,7 @@ def rlhn_verdicts(records: Iterable[tuple[int, dict]], source: str) -> tuple[pl.
     return frame, problems
 
 
-def rlhn_audit_set(path: Path, dataset: str, max_queries: int | None = None) -> AuditSet:
+def rlhn_audit_set(path: Path, dataset: str, max_queries: int | None = None, instruction: str = "") -> AuditSet:
     """The records of an RLHN judgment file (Tevatron lines plus the judge's `response`) as an
     audit set: each record's positives and negatives, in the recorded order, are the candidates,
     and its verdicts the labels. A line that is not a valid Tevatron record or whose verdict does
@@ -222,7 +225,7 @@ def rlhn_audit_set(path: Path, dataset: str, max_queries: int | None = None) -> 
         numbered.append(verdicts)
         triplets.append({**dict.fromkeys(TRIPLETS_SCHEMA), "dataset": dataset, "query_id": parsed.query_id,
                          "query_text": parsed.query_text, "positive_ids": parsed.positive_ids,
-                         "provided_negative_ids": parsed.provided_negative_ids, "source": parsed.source,
+                         "provided_negative_ids": parsed.provided_negative_ids, "source": parsed.source, "instruction": instruction,
                          "source_file": str(path), "source_line": line})
         candidates += [(dataset, parsed.query_id, d, "positive", None, None, None) for d in parsed.positive_ids]
         candidates += [(dataset, parsed.query_id, d, "provided", i, None, None) for i, d in enumerate(parsed.provided_negative_ids, start=1)]
@@ -262,7 +265,7 @@ def scripted_judgments(candidates: pl.DataFrame, passages: pl.DataFrame, grades:
             grade = grades.get((query_id, doc_id), 0)
             answer = verbatim_span(texts[doc_id]) if grade > 0 else None
             snippets.append((dataset, query_id, doc_id, source == "positive", answer, "answer" if answer else "no_answer",
-                             answer or "NO_ANSWER", model, 0, 0, 0, False))
+                             1.0 if answer else 0.0, answer or "NO_ANSWER", model, "reference", 0, 0, 0, False))
         order = sorted(range(len(docs)), key=lambda i: (-grades.get((query_id, docs[i][0]), 0), docs[i][1] == "positive", i))
         ranking = [docs[i][0] for i in order]
         positive_rank = min((r for r, i in enumerate(order, start=1) if docs[i][1] == "positive"), default=None)
@@ -351,6 +354,29 @@ def agreement(table: pl.DataFrame, by: str | None = None) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def score_quality(table: pl.DataFrame, recall_levels: Iterable[float] = (0.5, 0.8)) -> pl.DataFrame:
+    """Per configuration: how well `answer_probability` alone orders the judged negatives, the
+    expected ones first: average precision, ROC AUC, and the precision at each recall level (the
+    best precision of any threshold that reaches it). Nulls where the judge gives no probability
+    or the truth has a single label."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    rows = []
+    for config in AUDITED_CONFIGS:
+        frame = table.filter(pl.col("config") == config)
+        actual, score = frame["expected"].to_list(), frame["answer_probability"].to_list()
+        row: dict[str, object] = {"config": config}
+        usable = bool(actual) and None not in score and len(set(actual)) == 2
+        precision, recall, _ = precision_recall_curve(actual, score) if usable else ([], [], [])
+        row["average_precision"] = float(average_precision_score(actual, score)) if usable else None
+        row["roc_auc"] = float(roc_auc_score(actual, score)) if usable else None
+        for level in recall_levels:
+            reached = [p for p, r in zip(precision, recall) if r >= level]
+            row[f"precision_at_recall_{level:g}"] = float(max(reached)) if reached else None
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
 def audit_markdown(title: str, facts: dict[str, object], metrics: pl.DataFrame, by_rank: pl.DataFrame) -> str:
     """The audit report: what was audited, then per configuration the confusion counts and
     scores, overall and by mining rank."""
@@ -411,6 +437,16 @@ class AuditConfig:
     num_negatives: int = 10
     relative_margin: float | None = None
     rank_bucket_edges: tuple[int, ...] = (3, 10, 30)
+    # The modes under audit (judge 'llm'), as the pipeline's stages take them: stage 1's mode,
+    # what stage 2 ranks on (answer_probability: pointwise, no stage-2 call), what counts as
+    # answering for F, and the task instruction (None: the dataset's default; '' = none).
+    snippet_mode: SnippetMode = "sentence"
+    rank_on: RankOn = "passage"
+    answered_by: Literal["snippet", "answer_probability"] = "snippet"
+    answer_threshold: float = 0.5
+    instruction: str | None = None
+    # Recall levels at which the audit reports the precision of ranking negatives by answer_probability.
+    recall_levels: tuple[float, ...] = (0.5, 0.8)
 
     def __post_init__(self):
         if self.judge == "oracle" and self.truth != "qrels":
@@ -436,8 +472,8 @@ class AuditResult:
 
 
 # Runs an LLM stage ('answer_snippets' or 'answerability_rankings') on frames named as
-# workers.llm_stage takes them; returns the stage's frame and the model identity.
-LLMStage = Callable[[str, dict[str, pl.DataFrame]], tuple[pl.DataFrame, str]]
+# workers.llm_stage takes them, with the stage's options; returns its frame and the model identity.
+LLMStage = Callable[[str, dict[str, pl.DataFrame], dict], tuple[pl.DataFrame, str]]
 
 
 def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdicts_path: Path | None,
@@ -447,10 +483,11 @@ def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdi
     beir + encoder: the dataset and mining model (truth 'qrels'); verdicts_path: the RLHN file
     (truth 'verdicts'); llm_stage: the configured LLM (judge 'llm')."""
     facts: dict[str, object] = {"dataset": dataset, "judge": config.judge, "truth": config.truth}
+    instruction = resolve_instruction(beir.name if beir is not None else dataset, config.instruction)
     if config.truth == "qrels":
         split = config.split or beir.training_split()
         qrels = beir.qrels(split)
-        audit = planted_audit_set(dataset, beir.queries, qrels, config.min_score, config.all_queries, config.max_queries)
+        audit = planted_audit_set(dataset, beir.queries, qrels, config.min_score, config.all_queries, config.max_queries, instruction)
         if audit.triplets.height == 0:
             raise ValueError(
                 f"{beir.root / 'qrels' / f'{split}.tsv'} has no query with two or more documents scored >= {config.min_score} "
@@ -460,15 +497,18 @@ def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdi
         candidates, passages = mine_negatives(audit.triplets, beir.corpus, encoder, mining).candidates, beir.corpus
         facts |= {"qrels": f"{split} (score >= {config.min_score})", "mining": f"{config.num_negatives} negatives, relative_margin={config.relative_margin}"}
     else:
-        audit = rlhn_audit_set(verdicts_path, dataset, config.max_queries)
+        audit = rlhn_audit_set(verdicts_path, dataset, config.max_queries, instruction)
         if audit.triplets.height == 0:
             raise ValueError(f"{verdicts_path} holds no valid RLHN judgment record; " + "; ".join(audit.problems[:3] or ["the file is empty"]))
         candidates, passages = audit.candidates, audit.passages
         facts["verdicts"] = str(verdicts_path)
     if config.judge == "llm":
         frames = {"candidates": candidates, "triplets": audit.triplets, "passages": passages}
-        snippets, model = llm_stage("answer_snippets", frames)
-        rankings, _ = llm_stage("answerability_rankings", {**frames, "snippets": snippets})
+        snippets, model = llm_stage("answer_snippets", frames, {"mode": config.snippet_mode})
+        rankings, _ = llm_stage("answerability_rankings", {**frames, "snippets": snippets}, {"rank_on": config.rank_on})
+        facts |= {"stage 1": f"{config.snippet_mode} mode", "ranking": config.rank_on,
+                  "answered by": config.answered_by + (f" >= {config.answer_threshold}" if config.answered_by != "snippet" else ""),
+                  "instruction": instruction or "(none)"}
     elif config.judge == "oracle":
         snippets, rankings = oracle_judgments(candidates, passages, qrels, config.min_score)
         model = rankings["model"][0] if rankings.height else "oracle"
@@ -477,7 +517,9 @@ def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdi
         model = f"replay:{verdicts_path.name}"
     judged = candidates.filter(pl.col("query_id").is_in(rankings["query_id"].implode()))
     # Every flag counts: no query is dropped for having many (max_flagged) in an audit.
-    decisions = refine.decide(judged, snippets, rankings, refine.RefineConfig(configs=AUDITED_CONFIGS, max_flagged=None))
+    refining = refine.RefineConfig(configs=AUDITED_CONFIGS, max_flagged=None, answered_by=config.answered_by,
+                                   answer_threshold=config.answer_threshold)
+    decisions = refine.decide(judged, snippets, rankings, refining)
     labels = label_candidates(judged, audit.labels, default="negative" if config.truth == "qrels" else "none")
     table = audit_table(decisions, labels, config.truth, config.judge, model, config.rank_bucket_edges)
     if config.truth == "qrels":
@@ -489,4 +531,5 @@ def run_audit(config: AuditConfig, dataset: str, beir: BeirDataset | None, verdi
         "grounded snippets": f"{snippets.filter(pl.col('status') == 'answer').height} of {snippets.height}",
     }
     frames = {"candidates": judged, "triplets": audit.triplets, "passages": passages, "snippets": snippets, "rankings": rankings}
-    return AuditResult(table, agreement(table), agreement(table, by="rank_bucket"), facts, audit.problems, frames)
+    metrics = agreement(table).join(score_quality(table, config.recall_levels), on="config", how="left")
+    return AuditResult(table, metrics, agreement(table, by="rank_bucket"), facts, audit.problems, frames)

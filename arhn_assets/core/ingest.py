@@ -22,6 +22,7 @@ from arhn_assets.core.beir_io import (
     LineIssue,
     load_beir_dataset,
 )
+from arhn_assets.core.instructions import resolve_instruction
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
 from arhn_assets.core.triplet_formats import (
     PassageRegistry,
@@ -39,6 +40,7 @@ TRIPLETS_SCHEMA = {
     "positive_scores": pl.List(pl.Float64),
     "provided_negative_scores": pl.List(pl.Float64),
     "query_prompt": pl.String,
+    "instruction": pl.String,  # what relevance means for the dataset (core/instructions.py); '' = none
     "source": pl.String,
     "source_file": pl.String,
     "source_line": pl.Int64,
@@ -90,9 +92,10 @@ def landed_files(landing_dir: Path) -> list[Path]:
     return sorted(p for p in landing_dir.iterdir() if is_landed_file(p))
 
 
-def _records_frame(dataset: str, records: list[TripletRecord]) -> pl.DataFrame:
-    columns = {name: [getattr(r, name) for r in records] for name in TRIPLETS_SCHEMA if name != "dataset"}
-    return pl.DataFrame({"dataset": [dataset] * len(records), **columns}, schema=TRIPLETS_SCHEMA)
+def _records_frame(dataset: str, records: list[TripletRecord], instruction: str) -> pl.DataFrame:
+    given = {"dataset": [dataset] * len(records), "instruction": [instruction] * len(records)}
+    columns = {name: [getattr(r, name) for r in records] for name in TRIPLETS_SCHEMA if name not in given}
+    return pl.DataFrame(given | columns, schema=TRIPLETS_SCHEMA)
 
 
 def _passage_ids(records: list[TripletRecord]) -> set[str]:
@@ -125,7 +128,9 @@ def _beir_records(beir: BeirDataset, split: str, issues: list[LineIssue]) -> lis
     ]
 
 
-def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, download: bool = True) -> IngestResult:
+def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, download: bool = True,
+           instruction: str | None = None) -> IngestResult:
+    """`instruction`: the dataset's task instruction (None: its known default, '' = none)."""
     validate_dataset_key(dataset)
     files = landed_files(paths.landing_dir(dataset))
     try:
@@ -172,7 +177,7 @@ def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, downl
     if max_queries is not None:
         kept = kept[:max_queries]
 
-    triplets = _records_frame(dataset, kept)
+    triplets = _records_frame(dataset, kept, resolve_instruction(dataset, instruction))
     quarantine = pl.DataFrame(
         [(dataset, i.file, i.line, i.field, i.reason) for i in issues], schema=QUARANTINE_SCHEMA, orient="row"
     )

@@ -11,8 +11,10 @@ whitespace normalisation, and the passage's own text is returned; a span that is
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -156,3 +158,53 @@ def parse_snippet(text: str, passage: str, no_answer_token: str = "NO_ANSWER", s
         if found is not None:
             return SnippetParse("answer", found, raw)
     return SnippetParse("ungrounded", None, raw)
+
+
+SENTENCE_CHOICE = re.compile(r"^\s*(?:\[?(\d{1,6})\]?)\s*(?:(?:-|–|to)\s*\[?(\d{1,6})\]?)?\s*\.?\s*$")
+
+
+def parse_sentence_choice(text: str, sentences: list[tuple[int, int]], passage: str, no_answer_token: str = "NO_ANSWER") -> SnippetParse:
+    """Stage 1 in sentence mode: `3`, `2-4` or NO_ANSWER, over `sentences` ((start, end) offsets
+    into `passage`, numbered from 1). The snippet is the passage's own text from the first chosen
+    sentence to the last, so it is verbatim by construction; a number outside the passage or any
+    other answer is `invalid`."""
+    raw = text or ""
+    body = strip_thinking(raw).strip()
+    if not body:
+        return SnippetParse("invalid", None, raw)
+    if re.sub(r"[^A-Z]", "", body.upper()) == re.sub(r"[^A-Z]", "", no_answer_token.upper()):
+        return SnippetParse("no_answer", None, raw)
+    match = SENTENCE_CHOICE.match(unicodedata.normalize("NFKC", body))
+    if match is None:
+        return SnippetParse("invalid", None, raw)
+    first = int(match[1])
+    last = int(match[2]) if match[2] else first
+    first, last = min(first, last), max(first, last)
+    if not 1 <= first <= last <= len(sentences):
+        return SnippetParse("invalid", None, raw)
+    span = passage[sentences[first - 1][0] : sentences[last - 1][1]].strip()
+    return SnippetParse("answer", span, raw) if span else SnippetParse("invalid", None, raw)
+
+
+def answer_probability(first_token: Sequence[tuple[str, float]] | None, no_answer_token: str = "NO_ANSWER",
+                       numbers_only: bool = False) -> float | None:
+    """P(the completion does not start NO_ANSWER), from the first token's alternatives.
+
+    A token counts for NO_ANSWER when its text (stripped, any case) starts the marker ('N', 'NO',
+    'No', 'NO_'...). The other listed tokens count for an answer: all of them for a free span,
+    only numbers when the answer is a sentence number (`numbers_only`, the tokens a grammar would
+    allow). The two masses are renormalised over each other, which is the probability a
+    constrained decoder sees; None when the backend gave no alternatives or none of either kind."""
+    if not first_token:
+        return None
+    marker = no_answer_token.lower()
+    no = answer = 0.0
+    for token, logprob in first_token:
+        piece = token.strip().lower()
+        if not piece:
+            continue
+        if marker.startswith(piece):
+            no += math.exp(logprob)
+        elif not numbers_only or piece[0].isdigit():
+            answer += math.exp(logprob)
+    return answer / (answer + no) if answer + no > 0 else None

@@ -84,3 +84,7 @@ class ArhnPaths:
     @property
     def embedding_cache_dir(self) -> Path:
         return self.home / "cache" / "embeddings"
+
+    @property
+    def models_cache_dir(self) -> Path:
+        return self.home / "cache" / "models"

@@ -1,14 +1,12 @@
 """Prompts as versioned data: the YAML templates in `prompt_templates/`, rendered into chat messages.
 
-A rendered prompt carries its template name and version and a hash of its messages; the LLM
-call cache keys on those, so editing a template (and bumping its version) never serves stale
-answers.
+A rendered prompt carries its template name and version; the LLM call cache keys on those and on
+the messages themselves, so editing a template (and bumping its version) or changing the task
+instruction never serves stale answers.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -26,10 +24,6 @@ class Prompt:
     version: int
     messages: tuple[tuple[str, str], ...]  # (role, content)
     max_new_tokens: int
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.messages, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def as_chat(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -55,17 +49,28 @@ def sanitize_passage(text: str) -> str:
     return BRACKETED_NUMBER.sub(r"(\1)", text)
 
 
-def snippet_prompt(query: str, passage: str, max_words: int = 300, template: str = "answer_snippet") -> Prompt:
-    spec = load_template(template)
-    user = spec["user"].format(query=query.strip(), passage=truncate_words(passage, max_words))
+def _task(spec: dict, instruction: str) -> str:
+    return spec["task"].format(instruction=instruction) if instruction else ""
+
+
+def snippet_prompt(query: str, passage: str, max_words: int = 300, instruction: str = "") -> Prompt:
+    """Stage 1, span mode: the passage's first `max_words` words."""
+    spec = load_template("answer_snippet")
+    user = spec["user"].format(task=_task(spec, instruction), query=query.strip(), passage=truncate_words(passage, max_words))
     return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), spec["max_new_tokens"])
 
 
-def ranking_prompt(
-    query: str, passages: list[str], max_words: int = 100, template: str = "answerability_ranking"
-) -> Prompt:
+def sentence_prompt(query: str, sentences: list[str], instruction: str = "") -> Prompt:
+    """Stage 1, sentence mode: the passage's sentences numbered from 1, one per line."""
+    spec = load_template("answer_sentence")
+    lines = "\n".join(spec["sentence"].format(id=i, sentence=sanitize_passage(" ".join(s.split()))) for i, s in enumerate(sentences, 1))
+    user = spec["user"].format(task=_task(spec, instruction), query=query.strip(), sentences=lines)
+    return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), spec["max_new_tokens"])
+
+
+def ranking_prompt(query: str, passages: list[str], max_words: int = 100, instruction: str = "") -> Prompt:
     """RankGPT layout: `[1] passage` … for the window's passages, in the order given."""
-    spec = load_template(template)
+    spec = load_template("answerability_ranking")
     query = query.strip()
     lines = [
         spec["passage"].format(id=i, passage=sanitize_passage(truncate_words(text, max_words)))
@@ -73,6 +78,7 @@ def ranking_prompt(
     ]
     user = "\n".join([
         spec["prefix"].format(num=len(passages), query=query),
+        *([_task(spec, instruction)] if instruction else []),
         *lines,
         spec["suffix"].format(num=len(passages), query=query),
     ])

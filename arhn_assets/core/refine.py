@@ -5,8 +5,11 @@ beat every original positive to be relabeled: the conservative reading of "ranke
 positive"). For each mined or provided negative:
 - it is *relabel-flagged* when ranked above `positive_rank` (and, with
   `relabel_requires_snippet`, also carries a grounded snippet);
-- it is *filter-flagged* when ranked below and carries a grounded snippet: it answers the query,
-  just less directly, so it is neither a clean negative nor a preferred positive.
+- it is *filter-flagged* when ranked below and answers the query: it answers, just less
+  directly, so it is neither a clean negative nor a preferred positive. *Answers* means it carries
+  a grounded snippet (`answered_by: snippet`, the paper's rule), or its stage-1
+  `answer_probability` is at least `answer_threshold` (`answered_by: answer_probability`, for
+  judges whose continuous score carries the signal their yes/no answers lose).
 
 Configurations (ARHN's, plus RLHN's for comparison, castorini/rlhn `techniques.py`):
 - `baseline`: the mined set unchanged;
@@ -49,6 +52,7 @@ DECISIONS_SCHEMA = {
     "original_label": pl.String,  # positive | negative
     "has_snippet": pl.Boolean,
     "snippet_status": pl.String,
+    "answer_probability": pl.Float64,
     "llm_rank": pl.Int64,  # 1-based rank in the LLM's answerability ranking
     "positive_rank": pl.Int64,
     "ranking_status": pl.String,
@@ -73,11 +77,21 @@ class RefineConfig:
     empty_negatives: Literal["keep", "drop", "backfill"] = "keep"
     # rank_llm repairs rankings with repeated or missing ids; by default only clean ones count.
     accept_repaired_rankings: bool = False
+    # What makes a negative answer the query (for F, and for R with relabel_requires_snippet).
+    answered_by: Literal["snippet", "answer_probability"] = "snippet"
+    answer_threshold: float = 0.5
 
     def __post_init__(self):
         unknown = [c for c in self.configs if c not in CONFIGS]
         if unknown:
             raise ValueError(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
+        if not 0.0 <= self.answer_threshold <= 1.0:
+            raise ValueError(f"answer_threshold must lie in [0, 1], got {self.answer_threshold}")
+
+    def answers(self, status: str | None, probability: float | None) -> bool:
+        if self.answered_by == "snippet":
+            return status == "answer"
+        return probability is not None and probability >= self.answer_threshold
 
 
 def _usable(status: str, config: RefineConfig) -> bool:
@@ -90,9 +104,15 @@ def decide(
     """One row per (configuration, query, candidate), `DECISIONS_SCHEMA`.
 
     candidates: `mined_negatives` (dataset, query_id, doc_id, source);
-    snippets: (query_id, doc_id, status); rankings: (query_id, ranking: list of doc ids, status).
+    snippets: (query_id, doc_id, status, answer_probability); rankings: (query_id, ranking: list of
+    doc ids, status).
     """
+    if config.answered_by == "answer_probability" and snippets["answer_probability"].is_null().any():
+        models = sorted(set(snippets.filter(pl.col("answer_probability").is_null())["model"].to_list()))
+        raise ValueError(f"answered_by='answer_probability' needs answer probabilities, but model {', '.join(models)} gave none "
+                         "for some snippets (its backend returned no log-probabilities); use answered_by='snippet'")
     snippet_status = {(q, d): s for q, d, s in snippets.select("query_id", "doc_id", "status").iter_rows()}
+    probability = {(q, d): p for q, d, p in snippets.select("query_id", "doc_id", "answer_probability").iter_rows()}
     ranking_of = {q: (r, s) for q, r, s in rankings.select("query_id", "ranking", "status").iter_rows()}
     rows: list[tuple] = []
     for (dataset, query_id), group in candidates.group_by("dataset", "query_id", maintain_order=True):
@@ -107,7 +127,7 @@ def decide(
         for doc, source in docs:
             if source == "positive":
                 continue
-            answered = snippet_status.get((query_id, doc)) == "answer"
+            answered = config.answers(snippet_status.get((query_id, doc)), probability.get((query_id, doc)))
             above = usable and llm_rank[doc] < positive_rank
             relabel = above and (answered or not config.relabel_requires_snippet)
             flags[doc] = ("relabel" if relabel else "filter" if (usable and not above and answered) else None)
@@ -128,12 +148,12 @@ def decide(
                 else:
                     note, kept = "no_negatives_left", config.empty_negatives == "keep"
             for doc in backfill:
-                rows.append((dataset, name, query_id, doc, "negative", False, None, None, positive_rank, status, "keep_negative", kept, note))
+                rows.append((dataset, name, query_id, doc, "negative", False, None, None, None, positive_rank, status, "keep_negative", kept, note))
             for doc, source in docs:
                 answered = snippet_status.get((query_id, doc))
                 rows.append((
                     dataset, name, query_id, doc, "positive" if source == "positive" else "negative",
-                    answered == "answer", answered, llm_rank.get(doc), positive_rank, status,
+                    answered == "answer", answered, probability.get((query_id, doc)), llm_rank.get(doc), positive_rank, status,
                     "keep_positive" if source == "positive" else decisions[doc], kept, note,
                 ))
     return pl.DataFrame(rows, schema=DECISIONS_SCHEMA, orient="row")

@@ -1,6 +1,7 @@
 """`judge_audit`: the relabeling judge scored against known false negatives, before GPU hours go
 into relabeling a large collection (core/audit.py). Not part of the main job: run it on its own."""
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +9,7 @@ import polars as pl
 
 from arhn_assets.core.audit import AuditConfig, audit_chart, audit_markdown, run_audit
 from arhn_assets.core.beir_io import load_beir_dataset
+from arhn_assets.core.instructions import resolve_instruction
 from arhn_assets.core.paths import validate_dataset_key
 from arhn_assets.core.report import image_markdown
 from arhn_assets.dagster_config import config_from_dataclass
@@ -34,14 +36,15 @@ def judge_audit(
     label (planted false negatives from qrels, or recorded RLHN verdicts). Precision, recall, F1
     and kappa per configuration and mining rank, also written as `judge_audit_<judge>.md/.png`
     under `$ARHN_HOME/reports/<dataset>/`."""
-    settings = AuditConfig(**(config.model_dump() | {"rank_bucket_edges": tuple(config.rank_bucket_edges)}))
+    settings = AuditConfig(**(config.model_dump() | {"rank_bucket_edges": tuple(config.rank_bucket_edges),
+                                                     "recall_levels": tuple(config.recall_levels)}))
     dataset = validate_dataset_key(context.partition_key)
     paths = storage.paths
     beir = encoder = verdicts = None
     if settings.truth == "qrels":
         source = validate_dataset_key(settings.beir_dataset or dataset)
         beir = load_beir_dataset(source, paths.dataset_dirs(source), download=False)
-        encoder = embedding_model.encoder(paths.embedding_cache_dir)
+        encoder = embedding_model.encoder(paths.embedding_cache_dir, resolve_instruction(source, settings.instruction))
     else:
         verdicts = Path(settings.verdicts_file)
         if not verdicts.is_absolute():
@@ -49,12 +52,20 @@ def judge_audit(
         if not verdicts.is_file():
             raise FileNotFoundError(f"judge_audit: verdicts_file {settings.verdicts_file!r} not found (looked at {verdicts})")
 
-    def llm_stage(stage: str, frames: dict[str, pl.DataFrame]) -> tuple[pl.DataFrame, str]:
-        frame, stats, model = language_model.run_stage(context, paths, stage, frames, {"batch_size": language_model.batch_size})
+    costs: dict[str, float] = {}
+
+    def llm_stage(stage: str, frames: dict[str, pl.DataFrame], options: dict) -> tuple[pl.DataFrame, str]:
+        options = {**options, "batch_size": language_model.batch_size}
+        frame, stats, model = language_model.run_stage(context, paths, stage, frames, options)
         context.log.info(f"{stage}: {stats.calls} calls, {stats.cache_hits} from the cache")
+        costs.update({f"{stage}_calls": stats.calls, f"{stage}_cache_hits": stats.cache_hits,
+                      f"{stage}_generate_seconds": round(stats.generate_seconds, 1)})
         return frame, model
 
+    started = time.perf_counter()
     result = run_audit(settings, dataset, beir, verdicts, encoder, llm_stage)
+    wall_seconds = round(time.perf_counter() - started, 1)
+    result.facts |= {"wall time": f"{wall_seconds} s", **{name.replace("_", " "): value for name, value in costs.items()}}
     for problem in result.problems:
         context.log.warning(f"skipped: {problem}")
     folder = paths.home / "reports" / dataset
@@ -63,9 +74,13 @@ def judge_audit(
     png = audit_chart(result.metrics, title, folder / f"judge_audit_{settings.judge}.png")
     report = folder / f"judge_audit_{settings.judge}.md"
     report.write_text(f"{markdown}\n\n![confusion matrices](judge_audit_{settings.judge}.png)\n", encoding="utf-8")
-    scores = {f"{row['config']}_{name}": round(row[name], 4) for row in result.metrics.to_dicts() for name in ("precision", "recall", "f1", "kappa")}
+    # Per configuration: the flags' scores, and how well answer_probability alone orders the negatives.
+    scores = {f"{row['config']}_{name}": round(value, 4) for row in result.metrics.to_dicts()
+              for name, value in row.items() if isinstance(value, float)}
     return dg.Output(result.table, metadata={
         **scores,
+        **costs,
+        "wall_seconds": wall_seconds,
         "report": dg.MetadataValue.md(markdown + "\n\n" + image_markdown(png)),
         "report_path": dg.MetadataValue.path(str(report)),
         "skipped_records": len(result.problems),

@@ -13,6 +13,9 @@ from arhn_assets.metadata import markdown_preview
 class IngestConfig(dg.Config):
     max_queries: int | None = None  # keep the first N training queries (for trials and tests)
     download: bool = True  # fetch a missing BEIR dataset with beir's downloader
+    # What relevance means here, for both LLM prompts and an encoder prompt with an {instruction}
+    # slot: None = the known default of a BEIR dataset (core/instructions.py), '' = none.
+    instruction: str | None = None
 
 
 @dg.multi_asset(
@@ -29,7 +32,8 @@ class IngestConfig(dg.Config):
 )
 def ingest_dataset(context: dg.AssetExecutionContext, config: IngestConfig, storage: ArhnStorage):
     started = time.perf_counter()
-    result = ingest(context.partition_key, storage.paths, max_queries=config.max_queries, download=config.download)
+    result = ingest(context.partition_key, storage.paths, max_queries=config.max_queries, download=config.download,
+                    instruction=config.instruction)
     quarantine_by_reason = result.quarantine.group_by("reason").len().sort("len", descending=True).head(10)
     # Written before a possible failure, so the reasons of a rejected file are inspectable.
     yield dg.Output(

@@ -35,7 +35,8 @@ def mined_negatives(
     """Every query's scored candidate set: its positives (source 'positive') and its hard
     negatives, mined from the corpus ('mined') or taken from landed files ('provided')."""
     started = time.perf_counter()
-    encoder = embedding_model.encoder(storage.paths.embedding_cache_dir)
+    instruction = raw_triplets["instruction"].drop_nulls().first() or ""
+    encoder = embedding_model.encoder(storage.paths.embedding_cache_dir, instruction)
     result = mine_negatives(raw_triplets, raw_passages, encoder, MiningConfig(**config.model_dump()))
     stats = result.stats
     encode = stats.encode.get("document", {})

@@ -1,10 +1,9 @@
 """`answerability_rankings`: stage 2 of ARHN, a listwise ranking of each query's candidates."""
 
-from typing import Literal
-
 import dagster as dg
 import polars as pl
 
+from arhn_assets.core.rankings import RankOn
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
@@ -16,7 +15,7 @@ class RankingRunConfig(dg.Config):
     step: int = 10
     max_words: int = 100
     seed: int = 42
-    rank_on: Literal["passage", "snippet", "snippet_else_passage"] = "passage"
+    rank_on: RankOn = "passage"  # answer_probability: pointwise by stage 1's score, no LLM call
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool=GPU_POOL, op_tags=gpu_op_tags())

@@ -18,6 +18,8 @@ class RefineRunConfig(dg.Config):
     max_flagged: int | None = 8
     empty_negatives: Literal["keep", "drop", "backfill"] = "keep"
     accept_repaired_rankings: bool = False
+    answered_by: Literal["snippet", "answer_probability"] = "snippet"
+    answer_threshold: float = 0.5
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="refine", kinds={"polars", "parquet"})

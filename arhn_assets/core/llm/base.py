@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
+
+from arhn_assets.core.llm.constraints import OutputConstraint
+
+# (token text, natural-log probability) of the most likely first tokens, most likely first.
+TokenLogprobs = tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
     messages: tuple[tuple[str, str], ...]  # (role, content), as prompts.Prompt renders them
     max_new_tokens: int
-    # Constrain the completion to a complete ranking `[a] > [b] > …` of this many ids, where the
-    # backend can (embedded: token mask; OpenAI-compatible servers: guided decoding).
-    ranking_of: int | None = None
+    # Restrict the completion to a language (a complete ranking, sentence numbers) where the
+    # backend can: llama.cpp's GBNF grammars, vLLM's structured outputs. The parsers still check.
+    constraint: OutputConstraint | None = None
+    # Return this many alternatives of the first generated token with their log-probabilities
+    # (before any constraint), e.g. to read how likely the model was to answer NO_ANSWER.
+    top_logprobs: int = 0
 
     def as_chat(self) -> list[dict[str, str]]:
         return [{"role": role, "content": content} for role, content in self.messages]
@@ -27,6 +37,16 @@ class Completion:
     latency_seconds: float  # wall time of the batch the request ran in, shared by its requests
     finish_reason: str  # stop | length
     cached: bool = False
+    # The first token's alternatives when the request asked for them and the backend gives them.
+    first_token_logprobs: TokenLogprobs | None = None
+
+
+def first_token_logprobs(choice: dict) -> TokenLogprobs | None:
+    """The first generated token's alternatives from an OpenAI-style choice, if it carries them."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content:
+        return None
+    return tuple((entry["token"], float(entry["logprob"])) for entry in content[0].get("top_logprobs") or [])
 
 
 class PartialBatchError(RuntimeError):
@@ -41,8 +61,47 @@ class PartialBatchError(RuntimeError):
 class LLMBackend(Protocol):
     @property
     def identity(self) -> str:
-        """Model name plus revision or file hash: part of every cache key."""
+        """Runtime, model name plus revision or file hash: part of every cache key."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         """Greedy completions, one per request, in order. A backend whose requests can fail one by
         one raises PartialBatchError, carrying those that finished."""
+
+
+def generate_concurrently(
+    requests: Sequence[GenerationRequest],
+    one: Callable[[GenerationRequest], Completion],
+    concurrency: int,
+    batch_error: type[PartialBatchError],
+    expected: type[Exception],
+) -> list[Completion]:
+    """`one` over `requests` from `concurrency` threads, completions in request order.
+
+    When a request fails, the queued ones are not sent (a server that refused once after its
+    retries would only repeat the wait), the running ones finish, and `batch_error` is raised
+    with the completions that did finish. An error that is not `expected` (a bug) is named by
+    its type."""
+    failed = threading.Event()
+
+    def send(request: GenerationRequest) -> Completion | None:
+        if failed.is_set():
+            return None  # not sent
+        try:
+            return one(request)
+        except Exception:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [pool.submit(send, request) for request in requests]
+    failures = [error for f in futures if (error := f.exception()) is not None]
+    completed = {i: c for i, f in enumerate(futures) if f.exception() is None and (c := f.result()) is not None}
+    if not failures:
+        return [completed[i] for i in range(len(requests))]
+    first = failures[0]
+    cause = str(first) if isinstance(first, expected) else repr(first)
+    not_sent = len(requests) - len(completed) - len(failures)
+    raise batch_error(
+        f"{cause}; {len(completed)} of {len(requests)} requests of the batch finished, {len(failures)} failed, {not_sent} not sent",
+        completed,
+    ) from first

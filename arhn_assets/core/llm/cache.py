@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from arhn_assets.core.llm.base import Completion, GenerationRequest, LLMBackend, PartialBatchError
@@ -25,7 +25,10 @@ def call_key(identity: str, template: str, version: int, request: GenerationRequ
         "template": template,
         "version": version,
         "messages": request.messages,
-        "decoding": {"greedy": True, "max_new_tokens": request.max_new_tokens, "ranking_of": request.ranking_of},
+        "decoding": {
+            "greedy": True, "max_new_tokens": request.max_new_tokens, "top_logprobs": request.top_logprobs,
+            "constraint": asdict(request.constraint) if request.constraint else None,
+        },
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -58,7 +61,7 @@ class CallCache:
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
             for key, value in self._db.execute(f"SELECT key, completion FROM calls WHERE key IN ({marks})", chunk):
-                found[key] = replace(Completion(**json.loads(value)), cached=True)
+                found[key] = _completion(json.loads(value))
         return found
 
     def put(self, items: Sequence[tuple[str, Completion]]) -> None:
@@ -70,6 +73,14 @@ class CallCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _completion(stored: dict) -> Completion:
+    """A stored completion (JSON turned the logprob pairs into lists)."""
+    logprobs = stored.get("first_token_logprobs")
+    if logprobs is not None:
+        stored["first_token_logprobs"] = tuple((token, logprob) for token, logprob in logprobs)
+    return Completion(**stored | {"cached": True})
 
 
 def cached_generate(

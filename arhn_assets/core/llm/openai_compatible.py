@@ -1,23 +1,23 @@
-"""A backend for any OpenAI-compatible chat server: `vllm serve`, llama.cpp's server, Ollama.
+"""A backend for any OpenAI-compatible chat server: `vllm serve`, llama.cpp's server (`arhn
+llm-server`), Ollama.
 
 The official `openai` client does the HTTP work: timeouts, and retries with exponential backoff on
 connection errors, 408/409/429 and 5xx (honouring Retry-After). What it does not do is run many
-requests at once within a limit, so a thread pool of `concurrency` workers does; when a request
-fails for good, the batch stops sending and reports the completions that did finish.
+requests at once within a limit, so `generate_concurrently` does; when a request fails for good,
+the batch stops sending and reports the completions that did finish.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
-from arhn_assets.core.llm.base import Completion, GenerationRequest, PartialBatchError
-from arhn_assets.core.llm.constraints import ranking_gbnf, ranking_regex
+from arhn_assets.core.llm.base import (
+    Completion, GenerationRequest, PartialBatchError, first_token_logprobs, generate_concurrently,
+)
 
 # How each server family accepts a format constraint on the completion.
 GuidedDecoding = Literal["none", "vllm", "llama_cpp"]
@@ -75,11 +75,11 @@ class OpenAICompatibleBackend:
             raise ServerError(f"{self.base_url} does not serve model {self.model!r}; it serves {served}")
 
     def _extra_body(self, request: GenerationRequest) -> dict:
-        if not request.ranking_of or self.guided_decoding == "none":
+        if request.constraint is None or self.guided_decoding == "none":
             return {}
         if self.guided_decoding == "vllm":
-            return {"structured_outputs": {"regex": ranking_regex(request.ranking_of)}}
-        return {"grammar": ranking_gbnf(request.ranking_of)}
+            return {"structured_outputs": {"regex": request.constraint.regex()}}
+        return {"grammar": request.constraint.gbnf()}
 
     def _one(self, request: GenerationRequest) -> Completion:
         import openai
@@ -93,6 +93,7 @@ class OpenAICompatibleBackend:
                 max_tokens=request.max_new_tokens,
                 temperature=0.0,
                 extra_body=self._extra_body(request) or None,
+                **({"logprobs": True, "top_logprobs": request.top_logprobs} if request.top_logprobs else {}),
             )
         except openai.APIStatusError as error:
             raise ServerError(f"{self.base_url}: HTTP {error.status_code} for model {self.model!r}: {error.message}") from error
@@ -108,34 +109,9 @@ class OpenAICompatibleBackend:
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_seconds=time.perf_counter() - began,
             finish_reason="length" if choice.finish_reason == "length" else "stop",
+            first_token_logprobs=first_token_logprobs(choice.model_dump()),
         )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
         self._connect()
-        failed = threading.Event()
-
-        def send(request: GenerationRequest) -> Completion | None:
-            # A request fails only after the client spent its retries, so the server is down or
-            # refusing: sending the queued requests would only repeat that wait. Requests already
-            # running are left to finish, so their completions are kept. None: not sent.
-            if failed.is_set():
-                return None
-            try:
-                return self._one(request)
-            except Exception:
-                failed.set()
-                raise
-
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            futures = [pool.submit(send, request) for request in requests]
-        failures = [error for f in futures if (error := f.exception()) is not None]
-        completed = {i: c for i, f in enumerate(futures) if f.exception() is None and (c := f.result()) is not None}
-        if not failures:
-            return [completed[i] for i in range(len(requests))]
-        first = failures[0]
-        cause = str(first) if isinstance(first, ServerError) else repr(first)  # a bug: name its type
-        not_sent = len(requests) - len(completed) - len(failures)
-        raise ServerBatchError(
-            f"{cause}; {len(completed)} of {len(requests)} requests of the batch finished, {len(failures)} failed, {not_sent} not sent",
-            completed,
-        ) from first
+        return generate_concurrently(requests, self._one, self.concurrency, ServerBatchError, ServerError)

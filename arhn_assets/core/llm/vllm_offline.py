@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from arhn_assets.core.embeddings import model_fingerprint
-from arhn_assets.core.llm.base import Completion, GenerationRequest
-from arhn_assets.core.llm.constraints import ranking_regex
+from arhn_assets.core.llm.base import Completion, GenerationRequest, TokenLogprobs
 
 
 @dataclass
@@ -51,8 +50,8 @@ class VLLMBackend:
         engine = self._load()
         params = [
             SamplingParams(
-                temperature=0.0, max_tokens=r.max_new_tokens,
-                structured_outputs=StructuredOutputsParams(regex=ranking_regex(r.ranking_of)) if r.ranking_of else None,
+                temperature=0.0, max_tokens=r.max_new_tokens, logprobs=r.top_logprobs or None,
+                structured_outputs=StructuredOutputsParams(regex=r.constraint.regex()) if r.constraint else None,
             )
             for r in requests
         ]
@@ -69,6 +68,16 @@ class VLLMBackend:
                 completion_tokens=len(out.outputs[0].token_ids),
                 latency_seconds=seconds,
                 finish_reason="length" if out.outputs[0].finish_reason == "length" else "stop",
+                first_token_logprobs=_first_token_logprobs(out.outputs[0].logprobs),
             )
             for out in outputs
         ]
+
+
+def _first_token_logprobs(logprobs) -> TokenLogprobs | None:
+    """vLLM's per-position {token id: Logprob(logprob, rank, decoded_token)} for the first token,
+    most likely first (the model's own log-probabilities, before structured-output masking)."""
+    if not logprobs:
+        return None
+    ranked = sorted(logprobs[0].values(), key=lambda entry: entry.rank or 0)
+    return tuple((entry.decoded_token or "", float(entry.logprob)) for entry in ranked)
