@@ -18,7 +18,7 @@ export DAGSTER_HOME ?= $(ARHN_HOME)/dagster
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: audit setup run test dev bench warehouse
+.PHONY: audit setup run test test-fast lint format dbt-sources dev bench warehouse
 
 $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,24 @@ $(CHROMIUM):
 test: setup $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra
 
+# The edit loop: every unit test and the small asset tests (no test marked slow), no browser.
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+# ruff's formatter and linter, configured in pyproject.toml; .ci/run checks both before the tests.
+lint: $(BIN)/.installed
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# dbt's lake sources from the table contracts (arhn_assets/core/contracts.py); test_dbt.py fails
+# naming the column when the committed file and a contract differ.
+dbt-sources: $(BIN)/.installed
+	$(BIN)/python -m arhn_assets.core.contracts > dbt/models/staging/sources.yml
+
 dev: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
@@ -70,7 +88,7 @@ bench: setup
 # DATASET=fiqa-rlhn AUDIT_CONFIG=configs/audit-rlhn.yaml for RLHN's GPT-4o verdicts.
 AUDIT_CONFIG ?= configs/audit-llm.yaml
 audit: setup
-	$(BIN)/arhn run --dataset $(DATASET) --select 'judge_audit*' --config $(AUDIT_CONFIG)
+	$(BIN)/arhn run --dataset $(DATASET) --select 'group:audit+' --config $(AUDIT_CONFIG)
 
 # Rebuild $(ARHN_HOME)/warehouse.duckdb from the lake through Dagster (a build file renamed over
 # the warehouse, so an open DuckDB shell never blocks it).

@@ -46,11 +46,13 @@ def failure_message(event: dg.DagsterEvent) -> str:
 
 
 def pipeline_job(definitions: dg.Definitions, selection: str | None = None) -> dg.JobDefinition:
-    """The main job, or the part of it a Dagster selection string names (e.g. 'group:ingest')."""
+    """The main job, or the part of it a Dagster selection string names (e.g. 'group:ingest'),
+    with the other outputs of any multi-asset step it selects (which must run together)."""
     if not selection:
         return definitions.resolve_job_def("arhn_pipeline")
+    selected = dg.AssetSelection.from_string(selection).required_multi_asset_neighbors()
     return definitions.resolve_implicit_global_asset_job_def().get_subset(
-        asset_selection=dg.AssetSelection.from_string(selection).resolve(definitions.resolve_asset_graph())
+        asset_selection=selected.resolve(definitions.resolve_asset_graph())
     )
 
 
@@ -59,13 +61,18 @@ def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, s
 
     add_datasets(instance, [dataset])
     job = pipeline_job(defs(), selection)
-    result = job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config, raise_on_error=False)
+    result = job.execute_in_process(
+        partition_key=dataset, instance=instance, run_config=run_config, raise_on_error=False
+    )
     for event in result.all_events:
         if event.is_step_failure:
             print(f"arhn: step {event.step_key} failed: {failure_message(event)}", file=sys.stderr)
     for evaluation in result.get_asset_check_evaluations():
         if not evaluation.passed:
-            print(f"arhn: check {evaluation.asset_check_key.to_user_string()} failed: {evaluation.description}", file=sys.stderr)
+            print(
+                f"arhn: check {evaluation.asset_check_key.to_user_string()} failed: {evaluation.description}",
+                file=sys.stderr,
+            )
     return result.success
 
 
@@ -84,8 +91,16 @@ def serve_llm(args: argparse.Namespace) -> int:
         print(f"arhn: {error}", file=sys.stderr)
         return 2
     alias = args.alias or args.model or DEFAULT_MODEL
-    settings = ServerSettings(resolved.path, args.threads, args.context_size, args.parallel, args.host, args.port,
-                              os.environ.get(args.api_key_env) or None, alias)
+    settings = ServerSettings(
+        resolved.path,
+        args.threads,
+        args.context_size,
+        args.parallel,
+        args.host,
+        args.port,
+        os.environ.get(args.api_key_env) or None,
+        alias,
+    )
     stop = threading.Event()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda *_: stop.set())
@@ -106,15 +121,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dataset", required=True)
     run.add_argument("--config", type=Path, help="YAML run config (ops: {<asset>: {config: {...}}})")
     run.add_argument("--select", help="Dagster asset selection, e.g. 'raw_triplets+' (default: the whole pipeline)")
-    server = commands.add_parser("llm-server", help="serve a GGUF model over llama.cpp's OpenAI-compatible API (the `openai` backend's server)")
-    server.add_argument("--model", default="", help="a preset (qwen2.5-coder-1.5b, smollm2-135m) or a .gguf file (default: qwen2.5-coder-1.5b)")
+    server = commands.add_parser(
+        "llm-server", help="serve a GGUF model over llama.cpp's OpenAI-compatible API (the `openai` backend's server)"
+    )
+    server.add_argument(
+        "--model",
+        default="",
+        help="a preset (qwen2.5-coder-1.5b, smollm2-135m) or a .gguf file (default: qwen2.5-coder-1.5b)",
+    )
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=8080)
     server.add_argument("--alias", help="the model name clients ask for (default: the --model value)")
     server.add_argument("--api-key-env", default="OPENAI_API_KEY", help="require the key this variable holds, when set")
     server.add_argument("--threads", type=int, help="default: every core")
     server.add_argument("--context-size", type=int, default=8192, help="tokens per slot")
-    server.add_argument("--parallel", type=int, default=2, help="slots decoded together")
+    server.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="slots decoded together (more: faster decoding, answers may differ in the last bits)",
+    )
     args = parser.parse_args(argv)
     if args.command == "llm-server":
         return serve_llm(args)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from arhn_assets.core.paths import ArhnPaths
-from arhn_assets_tests.llm_server import free_port, start_server, stop, wait_until_up
+from arhn_assets_tests.helpers.llm_server import free_port, start_server, stop, wait_until_up
 
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

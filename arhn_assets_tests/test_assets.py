@@ -12,20 +12,27 @@ import pytest
 
 from arhn_assets.cli import failure_message, pipeline_job
 from arhn_assets.definitions import defs
+from arhn_assets_tests.helpers.run_configs import sample
 
 SCIFACT_QUERIES = 40
 # These tests are about ingest and mining; the LLM stages have their own (test_llm_stages.py).
 INGEST_AND_MINING = "group:ingest or group:mining"
 
 
-def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+def run_pipeline(
+    instance: dg.DagsterInstance, dataset: str, run_config: dict | None = None
+) -> dg.ExecuteInProcessResult:
     instance.add_dynamic_partitions("dataset", [dataset])
     job = pipeline_job(defs(), INGEST_AND_MINING)
-    return job.execute_in_process(partition_key=dataset, instance=instance, run_config=run_config or {}, raise_on_error=False)
+    return job.execute_in_process(
+        partition_key=dataset, instance=instance, run_config=run_config or {}, raise_on_error=False
+    )
 
 
 def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dg.AssetMaterialization:
-    found = [m for m in result.asset_materializations_for_node(_node_of(asset)) if m.asset_key.to_user_string() == asset]
+    found = [
+        m for m in result.asset_materializations_for_node(_node_of(asset)) if m.asset_key.to_user_string() == asset
+    ]
     assert found, f"{asset} was not materialized"
     return found[-1]
 
@@ -42,7 +49,7 @@ def instance():
 
 @pytest.mark.slow
 def test_scifact_partition_materializes_into_the_lake(lake_home, instance):
-    config = {"ops": {"ingest_dataset": {"config": {"max_queries": SCIFACT_QUERIES}}}}
+    config = {"resources": sample(SCIFACT_QUERIES)}
     result = run_pipeline(instance, "scifact", config)
     assert result.success
 
@@ -97,7 +104,9 @@ def test_a_landed_file_without_valid_rows_fails_with_its_quarantine(lake_home, i
     result = run_pipeline(instance, "fiqa-rlhn")
     assert not result.success
     assert "broken.jsonl" in failure_message(next(e for e in result.all_events if e.is_step_failure))
-    quarantine = pl.read_parquet(lake_home / "lake" / "raw_triplets_quarantine" / "dataset=fiqa-rlhn" / "part-0.parquet")
+    quarantine = pl.read_parquet(
+        lake_home / "lake" / "raw_triplets_quarantine" / "dataset=fiqa-rlhn" / "part-0.parquet"
+    )
     assert set(quarantine.select("line", "field").iter_rows()) == {(1, "pos"), (2, "<line>")}
     assert quarantine["file"].str.ends_with("broken.jsonl").all()
     assert not (lake_home / "lake" / "raw_triplets" / "dataset=fiqa-rlhn").exists()

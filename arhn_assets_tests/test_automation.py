@@ -19,7 +19,11 @@ from arhn_assets.defs.automation import landing_sensor, nightly_evaluation
 
 AN_HOUR_AGO = time.time() - 3600
 BGE_ROWS = [
-    {"query": "what lowers blood pressure", "pos": ["Salt reduction lowers blood pressure."], "neg": ["Sugar is sweet.", "Tea has caffeine."]},
+    {
+        "query": "what lowers blood pressure",
+        "pos": ["Salt reduction lowers blood pressure."],
+        "neg": ["Sugar is sweet.", "Tea has caffeine."],
+    },
     {"query": "what causes tides", "pos": ["The moon's gravity causes tides."], "neg": ["The sun is a star."]},
 ]
 
@@ -191,14 +195,30 @@ def test_a_removed_file_landed_again_counts_as_new(home, instance):
 def test_the_sensor_requests_the_refinement_job_which_stops_before_training(home, instance):
     job = defs().resolve_job_def("arhn_refinement")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert {"raw_triplets", "mined_negatives", "answer_snippets", "answerability_rankings", "relabel_decisions", "refined_triplets"} <= keys
+    assert {
+        "raw_triplets",
+        "mined_negatives",
+        "answer_snippets",
+        "answerability_rankings",
+        "relabel_decisions",
+        "refined_triplets",
+    } <= keys
     assert not keys & {"trained_retriever", "beir_scores", "retrieval_report"}
     assert landing_sensor.job_name == "arhn_refinement"
     assert landing_sensor.default_status == dg.DefaultSensorStatus.STOPPED
 
 
 DOWNSTREAM_OF_REFINEMENT = ["trained_retriever", "beir_scores", "beir_query_scores", "retrieval_report"]
-UPSTREAM_OF_TRAINING = ["raw_triplets", "raw_passages", "raw_triplets_quarantine", "mined_negatives", "answer_snippets", "answerability_rankings", "relabel_decisions", "refined_triplets"]
+UPSTREAM_OF_TRAINING = [
+    "raw_triplets",
+    "raw_passages",
+    "raw_triplets_quarantine",
+    "mined_negatives",
+    "answer_snippets",
+    "answerability_rankings",
+    "relabel_decisions",
+    "refined_triplets",
+]
 
 
 def report(instance, assets: list[str], partition: str) -> None:
@@ -237,7 +257,7 @@ def test_training_evaluation_and_report_follow_a_refinement_through_automation(i
 
 def test_the_nightly_schedule_rescores_every_trained_dataset(instance):
     instance.add_dynamic_partitions("dataset", ["trained", "untrained"])
-    when = datetime.datetime(2026, 11, 22, 3, tzinfo=datetime.timezone.utc)
+    when = datetime.datetime(2026, 11, 22, 3, tzinfo=datetime.UTC)
     context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
     assert isinstance(nightly_evaluation(context), dg.SkipReason)
     report(instance, ["trained_retriever"], "trained")

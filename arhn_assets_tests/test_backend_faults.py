@@ -19,6 +19,7 @@ code of ours is mocked: the `openai` client's own retries and backoff meet these
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import threading
@@ -34,7 +35,9 @@ import pytest
 from arhn_assets.core.llm.base import GenerationRequest
 from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
 from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend, ServerError
-from arhn_assets_tests.llm_server import API_KEY, MODEL
+from arhn_assets_tests.helpers.llm_server import API_KEY, MODEL
+
+pytestmark = pytest.mark.slow  # a real llama.cpp server behind a fault-injecting proxy
 
 Fault = Literal["pass", "429", "500", "hold", "die"]
 RETRY_AFTER_SECONDS = 0.3
@@ -109,17 +112,19 @@ class FaultHandler(BaseHTTPRequestHandler):
             self._answer(int(action), message, {"Retry-After": str(RETRY_AFTER_SECONDS)} if action == "429" else {})
         elif action == "hold":  # silent until the client hangs up (recv sees the end of its stream)
             self.connection.settimeout(HOLD_CEILING_SECONDS)
-            try:
+            with contextlib.suppress(TimeoutError):
                 self.connection.recv(1)
-            except TimeoutError:
-                pass
         else:  # die: returning unanswered drops this connection; stopping the server refuses the next
             self.server.die()
 
     def _forward(self, body: bytes) -> None:
         headers = {name: self.headers[name] for name in ("Authorization", "Content-Type") if name in self.headers}
         response = self.server.upstream.request(self.command, self.path, content=body, headers=headers)
-        self._answer(response.status_code, response.content, {"Content-Type": response.headers.get("Content-Type", "application/json")})
+        self._answer(
+            response.status_code,
+            response.content,
+            {"Content-Type": response.headers.get("Content-Type", "application/json")},
+        )
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -164,10 +169,17 @@ def api_key() -> Iterator[None]:
         yield
 
 
-def backend_for(base_url: str, max_retries: int, timeout_seconds: float = 120.0, concurrency: int = 1) -> OpenAICompatibleBackend:
+def backend_for(
+    base_url: str, max_retries: int, timeout_seconds: float = 120.0, concurrency: int = 1
+) -> OpenAICompatibleBackend:
     return OpenAICompatibleBackend(
-        base_url, MODEL, model_revision="Q4_1", api_key_env="ARHN_TEST_API_KEY",
-        concurrency=concurrency, timeout_seconds=timeout_seconds, max_retries=max_retries,
+        base_url,
+        MODEL,
+        model_revision="Q4_1",
+        api_key_env="ARHN_TEST_API_KEY",
+        concurrency=concurrency,
+        timeout_seconds=timeout_seconds,
+        max_retries=max_retries,
     )
 
 
@@ -216,11 +228,18 @@ def stored_calls(cache: CallCache) -> int:
 # With one worker the request after the failed one is never sent; with two it may already run.
 @pytest.mark.parametrize(
     ("concurrency", "rest_of_batch"),
-    [pytest.param(1, "1 failed, 1 not sent", id="one worker"), pytest.param(2, "(1 failed, 1|2 failed, 0) not sent", id="two workers")],
+    [
+        pytest.param(1, "1 failed, 1 not sent", id="one worker"),
+        pytest.param(2, "(1 failed, 1|2 failed, 0) not sent", id="two workers"),
+    ],
 )
-def test_a_server_dying_mid_batch_keeps_finished_calls_and_a_rerun_makes_only_the_rest(upstream, start_proxy, tmp_path: Path, concurrency, rest_of_batch):
+def test_a_server_dying_mid_batch_keeps_finished_calls_and_a_rerun_makes_only_the_rest(
+    upstream, start_proxy, tmp_path: Path, concurrency, rest_of_batch
+):
     requests = [short_request(topic) for topic in ("bread", "yeast", "flour", "salt", "water", "ovens")]
-    uninterrupted = cached_generate(backend_for(upstream, max_retries=0), CallCache(tmp_path / "direct.sqlite"), "faults", 1, requests)
+    uninterrupted = cached_generate(
+        backend_for(upstream, max_retries=0), CallCache(tmp_path / "direct.sqlite"), "faults", 1, requests
+    )
 
     dying = start_proxy(["pass"] * 4 + ["die"])
     backend = backend_for(dying.base_url, max_retries=1, concurrency=concurrency)
@@ -233,7 +252,9 @@ def test_a_server_dying_mid_batch_keeps_finished_calls_and_a_rerun_makes_only_th
         rf"1 of 3 requests of the batch finished, {rest_of_batch}",
         str(failure.value),
     )
-    assert failure.value.__notes__ == [f"{cache.path} keeps the calls of the batch that finished (1); a rerun makes only the rest"]
+    assert failure.value.__notes__ == [
+        f"{cache.path} keeps the calls of the batch that finished (1); a rerun makes only the rest"
+    ]
     assert (dying.received, dying.forwarded) == (5, 4)
     assert interrupted.calls == 4 and stored_calls(cache) == 4
 

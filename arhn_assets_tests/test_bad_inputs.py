@@ -18,11 +18,11 @@ import polars as pl
 import pytest
 
 from arhn_assets.cli import failure_message, pipeline_job
-from arhn_assets.core.ingest import ingest
+from arhn_assets.core.ingest import IngestConfig, ingest
 from arhn_assets.core.paths import ArhnPaths
 from arhn_assets.definitions import defs
+from arhn_assets_tests.helpers.formats import bge, tevatron
 from arhn_assets_tests.jsonl import jsonl_bytes
-from arhn_assets_tests.test_triplet_formats import bge, tevatron
 
 GOOD_FILE = "0-good.jsonl"  # sorts first, so its queries are the first seen of any duplicate
 GOOD = [
@@ -33,14 +33,21 @@ HUGE_TEXT = "very long passage " * 300_000  # a 5.4 MB line
 
 
 def parquet_bytes(rows: list[dict]) -> bytes:
-    schema = {"query_id": pl.String, "query_text": pl.String, "positive_ids": pl.List(pl.String), "provided_negative_ids": pl.List(pl.String)}
+    schema = {
+        "query_id": pl.String,
+        "query_text": pl.String,
+        "positive_ids": pl.List(pl.String),
+        "provided_negative_ids": pl.List(pl.String),
+    }
     buffer = io.BytesIO()
     pl.DataFrame(rows, schema=schema).write_parquet(buffer)
     return buffer.getvalue()
 
 
 def truncated_gzip(lines: int) -> bytes:
-    whole = gzip.compress(jsonl_bytes([bge(f"gzip query {i}", [f"gzip positive {i} " * 40]) for i in range(lines)]), mtime=0)
+    whole = gzip.compress(
+        jsonl_bytes([bge(f"gzip query {i}", [f"gzip positive {i} " * 40]) for i in range(lines)]), mtime=0
+    )
     return whole[: len(whole) // 2]
 
 
@@ -55,55 +62,138 @@ class BrokenInput:
 VALID_BUT_REFUSED_NAME = jsonl_bytes([bge("never read", ["never read positive"])])
 
 BROKEN = [
-    BrokenInput("truncated-json.jsonl", jsonl_bytes([bge("before the cut", ["p1"])]) + b'{"query": "cut", "pos": ["ha',
-                [(2, "<line>", "invalid JSON")], ["before the cut"]),
-    BrokenInput("invalid-utf8.jsonl", jsonl_bytes([bge("utf8 ok", ["p2"]), b'{"query": "caf\xe9", "pos": ["x"]}']),
-                [(2, "<line>", "invalid UTF-8")], ["utf8 ok"]),
-    BrokenInput("bom.jsonl", b"\xef\xbb\xbf" + jsonl_bytes([bge("after a bom", ["p3"]), "\ufeff" + '{"query": "bom again"}']),
-                [(2, "<line>", "BOM")], ["after a bom"]),
-    BrokenInput("crlf.jsonl", jsonl_bytes([bge("crlf one", ["p4"]), bge("crlf two", ["p5"])], newline=b"\r\n"),
-                [], ["crlf one", "crlf two"]),
-    BrokenInput("huge-lines.jsonl", jsonl_bytes([bge("huge but valid", [HUGE_TEXT]), "{" + HUGE_TEXT]),
-                [(2, "<line>", "invalid JSON")], ["huge but valid"]),
-    BrokenInput("wrong-types.jsonl", jsonl_bytes([
-        {"query": 5, "pos": ["x"]},
-        bge("q", "a string"),
-        bge("q2", ["p"], [3]),
-        bge("q3", ["p"], pos_scores=["high"]),
-        tevatron(["a", "list"], "q4", [{"docid": "d", "text": "t"}]),
-        bge("typed fine", ["p6"]),
-    ]), [(1, "query", "expected a string"), (2, "pos", "expected a list"), (3, "neg[0]", "expected a passage string"),
-         (4, "pos_scores[0]", "expected a finite number"), (5, "query_id", "expected a string or integer id")], ["typed fine"]),
-    BrokenInput("empty-texts.jsonl", jsonl_bytes([
-        bge("", ["p"]),
-        bge("q", [""]),
-        bge("q", ["p"], ["  "]),
-        tevatron("t", "q", [{"docid": "", "title": "", "text": ""}]),
-        bge("has text", ["p7"]),
-    ]), [(1, "query", "empty"), (2, "pos[0]", "empty passage"), (3, "neg[0]", "empty passage"),
-         (4, "positive_passages[0]", "neither docid nor text")], ["has text"]),
-    BrokenInput("duplicate-ids.jsonl", jsonl_bytes([
-        bge("good query one", ["a passage only this duplicate row brings"]),
-        tevatron("dup", "first dup", [{"docid": "d1", "text": "dup text"}]),
-        tevatron("dup", "second dup", [{"docid": "d2", "text": "second dup text"}]),
-    ]), [(1, "query_id", "duplicate query"), (3, "query_id", "duplicate query")], ["first dup"]),
-    BrokenInput("ids-missing.parquet", parquet_bytes([
-        {"query_id": "pq1", "query_text": "parquet ok", "positive_ids": ["g2"], "provided_negative_ids": []},
-        {"query_id": "pq2", "query_text": "unknown positive", "positive_ids": ["nope"], "provided_negative_ids": []},
-        {"query_id": "pq3", "query_text": "unknown negative", "positive_ids": ["g2"], "provided_negative_ids": ["gone"]},
-        {"query_id": "pq4", "query_text": None, "positive_ids": ["g2"], "provided_negative_ids": []},
-    ]), [(2, "positive_ids[0]", "unknown doc id 'nope'"), (3, "provided_negative_ids[0]", "unknown doc id 'gone'"),
-         (4, "query_text", "missing")], ["parquet ok"]),
-    BrokenInput("mixed-formats.jsonl", jsonl_bytes([
-        bge("bge in mixed", ["p8"]),
-        tevatron("m2", "tevatron in mixed", [{"docid": "m2p", "text": "tevatron text"}]),
-        "[1, 2]",
-        "query,pos",
-        {"question": "squad style", "answers": []},
-        tevatron("m6", "unknown docid", [{"docid": "not-anywhere"}]),
-    ]), [(3, "<line>", "expected a JSON object"), (4, "<line>", "invalid JSON"), (5, "<line>", "neither a BGE line"),
-         (6, "positive_passages[0].docid", "unknown doc id")], ["bge in mixed", "tevatron in mixed"]),
-    BrokenInput("truncated.jsonl.gz", truncated_gzip(200), [(None, "<file>", "unreadable from here on")], ["gzip query 0"]),
+    BrokenInput(
+        "truncated-json.jsonl",
+        jsonl_bytes([bge("before the cut", ["p1"])]) + b'{"query": "cut", "pos": ["ha',
+        [(2, "<line>", "invalid JSON")],
+        ["before the cut"],
+    ),
+    BrokenInput(
+        "invalid-utf8.jsonl",
+        jsonl_bytes([bge("utf8 ok", ["p2"]), b'{"query": "caf\xe9", "pos": ["x"]}']),
+        [(2, "<line>", "invalid UTF-8")],
+        ["utf8 ok"],
+    ),
+    BrokenInput(
+        "bom.jsonl",
+        b"\xef\xbb\xbf" + jsonl_bytes([bge("after a bom", ["p3"]), "\ufeff" + '{"query": "bom again"}']),
+        [(2, "<line>", "BOM")],
+        ["after a bom"],
+    ),
+    BrokenInput(
+        "crlf.jsonl",
+        jsonl_bytes([bge("crlf one", ["p4"]), bge("crlf two", ["p5"])], newline=b"\r\n"),
+        [],
+        ["crlf one", "crlf two"],
+    ),
+    BrokenInput(
+        "huge-lines.jsonl",
+        jsonl_bytes([bge("huge but valid", [HUGE_TEXT]), "{" + HUGE_TEXT]),
+        [(2, "<line>", "invalid JSON")],
+        ["huge but valid"],
+    ),
+    BrokenInput(
+        "wrong-types.jsonl",
+        jsonl_bytes(
+            [
+                {"query": 5, "pos": ["x"]},
+                bge("q", "a string"),
+                bge("q2", ["p"], [3]),
+                bge("q3", ["p"], pos_scores=["high"]),
+                tevatron(["a", "list"], "q4", [{"docid": "d", "text": "t"}]),
+                bge("typed fine", ["p6"]),
+            ]
+        ),
+        [
+            (1, "query", "expected a string"),
+            (2, "pos", "expected a list"),
+            (3, "neg[0]", "expected a passage string"),
+            (4, "pos_scores[0]", "expected a finite number"),
+            (5, "query_id", "expected a string or integer id"),
+        ],
+        ["typed fine"],
+    ),
+    BrokenInput(
+        "empty-texts.jsonl",
+        jsonl_bytes(
+            [
+                bge("", ["p"]),
+                bge("q", [""]),
+                bge("q", ["p"], ["  "]),
+                tevatron("t", "q", [{"docid": "", "title": "", "text": ""}]),
+                bge("has text", ["p7"]),
+            ]
+        ),
+        [
+            (1, "query", "empty"),
+            (2, "pos[0]", "empty passage"),
+            (3, "neg[0]", "empty passage"),
+            (4, "positive_passages[0]", "neither docid nor text"),
+        ],
+        ["has text"],
+    ),
+    BrokenInput(
+        "duplicate-ids.jsonl",
+        jsonl_bytes(
+            [
+                bge("good query one", ["a passage only this duplicate row brings"]),
+                tevatron("dup", "first dup", [{"docid": "d1", "text": "dup text"}]),
+                tevatron("dup", "second dup", [{"docid": "d2", "text": "second dup text"}]),
+            ]
+        ),
+        [(1, "query_id", "duplicate query"), (3, "query_id", "duplicate query")],
+        ["first dup"],
+    ),
+    BrokenInput(
+        "ids-missing.parquet",
+        parquet_bytes(
+            [
+                {"query_id": "pq1", "query_text": "parquet ok", "positive_ids": ["g2"], "provided_negative_ids": []},
+                {
+                    "query_id": "pq2",
+                    "query_text": "unknown positive",
+                    "positive_ids": ["nope"],
+                    "provided_negative_ids": [],
+                },
+                {
+                    "query_id": "pq3",
+                    "query_text": "unknown negative",
+                    "positive_ids": ["g2"],
+                    "provided_negative_ids": ["gone"],
+                },
+                {"query_id": "pq4", "query_text": None, "positive_ids": ["g2"], "provided_negative_ids": []},
+            ]
+        ),
+        [
+            (2, "positive_ids[0]", "unknown doc id 'nope'"),
+            (3, "provided_negative_ids[0]", "unknown doc id 'gone'"),
+            (4, "query_text", "missing"),
+        ],
+        ["parquet ok"],
+    ),
+    BrokenInput(
+        "mixed-formats.jsonl",
+        jsonl_bytes(
+            [
+                bge("bge in mixed", ["p8"]),
+                tevatron("m2", "tevatron in mixed", [{"docid": "m2p", "text": "tevatron text"}]),
+                "[1, 2]",
+                "query,pos",
+                {"question": "squad style", "answers": []},
+                tevatron("m6", "unknown docid", [{"docid": "not-anywhere"}]),
+            ]
+        ),
+        [
+            (3, "<line>", "expected a JSON object"),
+            (4, "<line>", "invalid JSON"),
+            (5, "<line>", "neither a BGE line"),
+            (6, "positive_passages[0].docid", "unknown doc id"),
+        ],
+        ["bge in mixed", "tevatron in mixed"],
+    ),
+    BrokenInput(
+        "truncated.jsonl.gz", truncated_gzip(200), [(None, "<file>", "unreadable from here on")], ["gzip query 0"]
+    ),
     BrokenInput("garbage.parquet", b"PAR1 this is not parquet", [(0, "<file>", "unreadable Parquet")]),
     BrokenInput("empty.jsonl", b"", [(0, "<file>", "empty file")]),
     BrokenInput("blank-lines.jsonl", b"\n \r\n\t\n", [(0, "<file>", "empty file")]),
@@ -139,7 +229,7 @@ def test_each_broken_input_is_named_and_costs_only_its_own_rows(tmp_path, broken
     land(paths, "landed", GOOD_FILE, jsonl_bytes(GOOD))
     path = land(paths, "landed", broken.name, broken.content)
 
-    result = ingest("landed", paths, download=False)
+    result = ingest("landed", paths, IngestConfig(download=False))
 
     assert_named(result.quarantine, path, broken)
     assert result.quarantine.filter(pl.col("file") != str(path)).is_empty()
@@ -150,7 +240,11 @@ def test_each_broken_input_is_named_and_costs_only_its_own_rows(tmp_path, broken
     else:
         assert kept[2:] == broken.kept
     # Passages are exactly those of kept rows: a rejected row leaves none behind.
-    referenced = set(result.triplets.select(pl.concat_list("positive_ids", "provided_negative_ids").alias("ids")).explode("ids")["ids"])
+    referenced = set(
+        result.triplets.select(pl.concat_list("positive_ids", "provided_negative_ids").alias("ids")).explode("ids")[
+            "ids"
+        ]
+    )
     assert set(result.passages["doc_id"]) == referenced
     if broken.kept:
         assert result.failure_summary() is None
@@ -162,7 +256,7 @@ def test_each_broken_input_is_named_and_costs_only_its_own_rows(tmp_path, broken
 def test_a_truncated_gzip_keeps_every_line_before_the_break(tmp_path):
     paths = ArhnPaths(home=tmp_path / "home", data_dir=tmp_path / "no-beir")
     path = land(paths, "gz", "cut.jsonl.gz", truncated_gzip(200))
-    result = ingest("gz", paths, download=False)
+    result = ingest("gz", paths, IngestConfig(download=False))
     [(line,)] = result.quarantine.select("line").rows()
     assert result.triplets["query_text"].to_list() == [f"gzip query {i}" for i in range(line - 1)]
     assert 50 < line < 200 and result.quarantine["file"].to_list() == [str(path)]

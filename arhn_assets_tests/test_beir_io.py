@@ -128,7 +128,12 @@ def test_bad_corpus_lines_are_reported_and_valid_lines_kept(tmp_path, gz):
 
 
 def test_bad_query_lines_are_reported_against_queries_file(tmp_path):
-    queries = [{"_id": "q1", "text": "ok"}, {"_id": "q2"}, {"_id": "q1", "text": "again"}, {"_id": "q4", "text": "fine"}]
+    queries = [
+        {"_id": "q1", "text": "ok"},
+        {"_id": "q2"},
+        {"_id": "q1", "text": "again"},
+        {"_id": "q4", "text": "fine"},
+    ]
     root = write_beir(tmp_path / "bq", [{"_id": "d1", "text": "x"}], queries, {"train": [("q1", "d1", 1)]})
     ds = load_beir_dataset("bq", [root], download=False)
     assert ds.queries["query_id"].to_list() == ["q1", "q4"]

@@ -12,9 +12,10 @@ from arhn_assets.core import checks
 from arhn_assets.core.embeddings import default_model_path, model_fingerprint
 from arhn_assets.core.ingest import TRIPLETS_SCHEMA
 from arhn_assets.core.lake import write_partition
+from arhn_assets.core.refine import summary
 from arhn_assets.core.triplet_formats import PASSAGES_SCHEMA
 from arhn_assets.definitions import defs
-from arhn_assets_tests.test_refine import CANDIDATES, RANKING, SNIPPETS
+from arhn_assets_tests.helpers.refine_data import CANDIDATES, RANKING, SNIPPETS
 
 
 def test_schema_names_missing_unexpected_and_mistyped_columns():
@@ -40,11 +41,14 @@ def test_references_name_the_decisions_of_unknown_queries_and_passages():
     assert sorted(outcome.metadata["examples"]["problem"]) == ["unknown doc_id", "unknown query_id"]
 
 
-@pytest.mark.parametrize(("statuses", "minimum", "passed"), [
-    (["answer", "answer", "ungrounded", "no_answer"], 0.6, True),   # 2 of 3 answers grounded
-    (["answer", "ungrounded", "ungrounded", "no_answer"], 0.5, False),
-    (["no_answer", "invalid"], 0.9, True),  # nothing claimed to answer: nothing to ground
-])
+@pytest.mark.parametrize(
+    ("statuses", "minimum", "passed"),
+    [
+        (["answer", "answer", "ungrounded", "no_answer"], 0.6, True),  # 2 of 3 answers grounded
+        (["answer", "ungrounded", "ungrounded", "no_answer"], 0.5, False),
+        (["no_answer", "invalid"], 0.9, True),  # nothing claimed to answer: nothing to ground
+    ],
+)
 def test_groundedness_counts_answers_only(statuses, minimum, passed):
     assert checks.groundedness(pl.DataFrame({"status": statuses}), minimum).passed is passed
 
@@ -57,14 +61,29 @@ def test_invalid_ranking_rate():
 
 
 def test_relabel_and_filter_rates_per_configuration():
-    decisions = pl.DataFrame({
-        "config": ["R"] * 4 + ["F"] * 4,
-        "original_label": ["positive", "negative", "negative", "negative"] * 2,
-        "decision": ["keep_positive", "relabel_positive", "keep_negative", "keep_negative",
-                     "keep_positive", "filter_ambiguous", "filter_ambiguous", "keep_negative"],
-    })
-    assert checks.relabel_rates(decisions, 0.34, 0.67).passed
-    outcome = checks.relabel_rates(decisions, 0.34, 0.5)
+    decisions = pl.DataFrame(
+        {
+            "dataset": "toy",
+            "config": ["R"] * 4 + ["F"] * 4,
+            "query_id": "q",
+            "query_kept": True,
+            "query_note": None,
+            "original_label": ["positive", "negative", "negative", "negative"] * 2,
+            "decision": [
+                "keep_positive",
+                "relabel_positive",
+                "keep_negative",
+                "keep_negative",
+                "keep_positive",
+                "filter_ambiguous",
+                "filter_ambiguous",
+                "keep_negative",
+            ],
+        },
+        schema_overrides={"query_note": pl.String},
+    )
+    assert checks.relabel_rates(summary(decisions), 0.34, 0.67).passed
+    outcome = checks.relabel_rates(summary(decisions), 0.34, 0.5)
     assert not outcome.passed and "F: relabel 0.0% filter 66.7%" in outcome.description
 
 
@@ -81,7 +100,9 @@ def test_models_loadable_runs_a_forward_pass_and_names_a_broken_model(tmp_path):
 
 def test_base_anchor_compares_only_like_with_like():
     fingerprint = model_fingerprint(default_model_path())
-    scores = pl.DataFrame({"config": ["base"], "metric": ["ndcg@10"], "eval_dataset": ["scifact"], "split": ["test"], "value": [0.6449]})
+    scores = pl.DataFrame(
+        {"config": ["base"], "metric": ["ndcg@10"], "eval_dataset": ["scifact"], "split": ["test"], "value": [0.6449]}
+    )
     assert checks.base_anchor(scores, {"scifact": 300}, fingerprint).passed
     broken = checks.base_anchor(scores.with_columns(value=pl.lit(0.61)), {"scifact": 300}, fingerprint)
     assert not broken.passed and "0.6100 vs 0.6451" in broken.description
@@ -98,9 +119,13 @@ def judged_lake(tmp_path, monkeypatch):
     docs = CANDIDATES["doc_id"].to_list()
     frames = {
         "raw_triplets": pl.DataFrame(
-            [("toy", "q", "what is n1", ["p"], [], None, None, None, "", "test", "toy.jsonl", 1)], schema=TRIPLETS_SCHEMA, orient="row"
+            [("toy", "q", "what is n1", ["p"], [], None, None, None, "", "test", "toy.jsonl", 1)],
+            schema=TRIPLETS_SCHEMA,
+            orient="row",
         ),
-        "raw_passages": pl.DataFrame([("toy", d, "", f"passage {d}", "corpus") for d in docs], schema=PASSAGES_SCHEMA, orient="row"),
+        "raw_passages": pl.DataFrame(
+            [("toy", d, "", f"passage {d}", "corpus") for d in docs], schema=PASSAGES_SCHEMA, orient="row"
+        ),
         "mined_negatives": CANDIDATES,
         "answer_snippets": SNIPPETS.with_columns(snippet=pl.format("span of {}", "doc_id")),
         "answerability_rankings": RANKING,
@@ -126,7 +151,11 @@ def test_passing_checks_let_the_refined_triplets_through(judged_lake):
     assert result.success
     evaluations = check_results(result)
     assert all(e.passed for e in evaluations.values()), {k: e.description for k, e in evaluations.items()}
-    assert {"relabel_decisions:relabel_rate", "relabel_decisions:decision_references", "refined_triplets:schema"} <= set(evaluations)
+    assert {
+        "relabel_decisions:relabel_rate",
+        "relabel_decisions:decision_references",
+        "refined_triplets:schema",
+    } <= set(evaluations)
     assert "R: relabel 20.0%" in evaluations["relabel_decisions:relabel_rate"].description
 
 
@@ -146,7 +175,9 @@ def test_a_decision_about_an_unknown_passage_blocks_what_comes_after(judged_lake
     assert not result.success
     references = check_results(result)["relabel_decisions:decision_references"]
     assert not references.passed and references.metadata["unknown_doc_ids"].value == 1
-    assert not [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "refined_triplets"]
+    assert not [
+        e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "refined_triplets"
+    ]
 
 
 def test_the_cli_names_a_failed_check_and_exits_non_zero(judged_lake, tmp_path, monkeypatch, capsys):
@@ -155,6 +186,16 @@ def test_the_cli_names_a_failed_check_and_exits_non_zero(judged_lake, tmp_path, 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
     config = tmp_path / "strict.yaml"
     config.write_text("resources:\n  quality_bounds:\n    config:\n      max_relabel_rate: 0.1\n")
-    code = main(["run", "--dataset", "toy", "--config", str(config), "--select", "key:relabel_decisions or key:refined_triplets"])
+    code = main(
+        [
+            "run",
+            "--dataset",
+            "toy",
+            "--config",
+            str(config),
+            "--select",
+            "key:relabel_decisions or key:refined_triplets",
+        ]
+    )
     assert code == 1
     assert "arhn: check relabel_decisions:relabel_rate failed: out of bounds (relabel ≤ 10%" in capsys.readouterr().err

@@ -47,8 +47,12 @@ def test_hostile_dataset_names_are_refused(cli_env, monkeypatch, capsys, name):
 
 
 def test_dagster_cli_lists_and_validates_the_definitions(cli_env):
-    listed = run([str(Path(sys.executable).parent / "dagster"), "asset", "list", "-m", "arhn_assets.definitions"], cli_env)
+    listed = run(
+        [str(Path(sys.executable).parent / "dagster"), "asset", "list", "-m", "arhn_assets.definitions"], cli_env
+    )
     assert listed.returncode == 0, listed.stderr
     assert {"raw_triplets", "raw_passages", "raw_triplets_quarantine", "mined_negatives"} <= set(listed.stdout.split())
-    validated = run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], cli_env)
+    validated = run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], cli_env
+    )
     assert validated.returncode == 0, validated.stderr

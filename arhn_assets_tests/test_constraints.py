@@ -19,14 +19,17 @@ def test_the_ranking_regex_accepts_every_permutation(n):
         assert pattern.fullmatch(" > ".join(f"[{i}]" for i in permutation))
 
 
-@pytest.mark.parametrize("text, n", [
-    ("[4] > [1] > [2]", 3),      # out of range
-    ("[0] > [1] > [2]", 3),      # ids start at 1
-    ("[1] > [2]", 3),            # too short
-    ("[1]>[2]", 2),              # the separator is ' > '
-    ("1 > 2", 2),                # brackets required
-    ("[1] > [2] > [3] > [1]", 3),  # too long
-])
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [
+        ("[4] > [1] > [2]", 3),  # out of range
+        ("[0] > [1] > [2]", 3),  # ids start at 1
+        ("[1] > [2]", 3),  # too short
+        ("[1]>[2]", 2),  # the separator is ' > '
+        ("1 > 2", 2),  # brackets required
+        ("[1] > [2] > [3] > [1]", 3),  # too long
+    ],
+)
 def test_the_ranking_regex_refuses_other_text(text, n):
     assert not re.fullmatch(ranking(n).regex(), text)
 
@@ -35,10 +38,21 @@ def test_two_digit_ids_match_whole():
     assert re.fullmatch(ranking(12).regex(), " > ".join(f"[{i}]" for i in range(12, 0, -1)))
 
 
-@pytest.mark.parametrize("text, ok", [
-    ("NO_ANSWER", True), ("3", True), ("12", True), ("2-5", True), ("13", False), ("0", False),
-    ("2 - 5", False), ("no_answer", False), ("3.", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("NO_ANSWER", True),
+        ("3", True),
+        ("12", True),
+        ("2-5", True),
+        ("13", False),
+        ("0", False),
+        ("2 - 5", False),
+        ("no_answer", False),
+        ("3.", False),
+        ("", False),
+    ],
+)
 def test_the_sentence_regex(text, ok):
     assert bool(re.fullmatch(sentences(12).regex(), text)) is ok
 

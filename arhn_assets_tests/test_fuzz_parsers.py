@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arhn_assets.core.audit import rlhn_verdicts
 from arhn_assets.core.parsing import parse_ranking, parse_sentence_choice, parse_snippet
-from arhn_assets.core.snippets import split_sentences
 from arhn_assets.core.prompts import load_template
+from arhn_assets.core.snippets import split_sentences
+
+pytestmark = pytest.mark.slow  # 10,000 generated completions per parser (about 2 minutes)
 
 COMPLETIONS = 10_000
 FUZZ = settings(max_examples=COMPLETIONS, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -27,9 +30,36 @@ PASSAGE = "Yeast ferments sugars in the dough, releasing carbon dioxide that mak
 IDS = st.integers(min_value=-3, max_value=45)
 UNICODE_DIGITS = st.sampled_from(["３", "٣", "۷", "५", "𝟙", "²", "⑫", "⒛", "½", "〇", "٠", "໒"])
 PIECES = st.one_of(
-    IDS.map(lambda i: f"[{i}]"), IDS.map(str), UNICODE_DIGITS,
-    st.sampled_from([" > ", ">", " ", "\n", ",", "[", "]", "［", "］", "<think>", "</think>", "<THINK>", "</Think>",
-                     "Ranking:", "NO_ANSWER", "no answer", "Answer:", "\"", "“", "”", "…", "\u200b", "\ufeff"]),
+    IDS.map(lambda i: f"[{i}]"),
+    IDS.map(str),
+    UNICODE_DIGITS,
+    st.sampled_from(
+        [
+            " > ",
+            ">",
+            " ",
+            "\n",
+            ",",
+            "[",
+            "]",
+            "［",
+            "］",
+            "<think>",
+            "</think>",
+            "<THINK>",
+            "</Think>",
+            "Ranking:",
+            "NO_ANSWER",
+            "no answer",
+            "Answer:",
+            '"',
+            "“",
+            "”",
+            "…",
+            "\u200b",
+            "\ufeff",
+        ]
+    ),
     st.text(max_size=12),
     st.sampled_from(PASSAGE.split(" ")),
 )
@@ -47,7 +77,13 @@ LONG = st.tuples(st.lists(PIECES, min_size=1, max_size=5).map("".join), st.integ
     lambda t: t[0] * t[1]
 )
 COMPLETION = st.one_of(
-    st.lists(PIECES, max_size=60).map("".join), JSONISH, THINKING, LONG, st.text(max_size=200), st.none(), st.just(""),
+    st.lists(PIECES, max_size=60).map("".join),
+    JSONISH,
+    THINKING,
+    LONG,
+    st.text(max_size=200),
+    st.none(),
+    st.just(""),
 )
 
 
@@ -70,8 +106,10 @@ def test_every_snippet_completion_gets_a_status_and_answers_only_from_the_passag
 
 
 @FUZZ
-@given(text=st.one_of(COMPLETION, st.tuples(IDS, IDS).map(lambda t: f"{t[0]}-{t[1]}")),
-       passage=st.one_of(st.just(PASSAGE), st.text(min_size=1, max_size=120)))
+@given(
+    text=st.one_of(COMPLETION, st.tuples(IDS, IDS).map(lambda t: f"{t[0]}-{t[1]}")),
+    passage=st.one_of(st.just(PASSAGE), st.text(min_size=1, max_size=120)),
+)
 def test_every_sentence_choice_gets_a_status_and_answers_only_from_the_passage(text, passage):
     result = parse_sentence_choice(text, split_sentences(passage), passage)
     assert result.status in {"answer", "no_answer", "invalid"}
@@ -83,7 +121,10 @@ def test_every_sentence_choice_gets_a_status_and_answers_only_from_the_passage(t
 VERDICT_LIST = st.lists(st.one_of(IDS.map(lambda i: f"Doc ({i})"), PIECES), max_size=8).map(", ".join)
 VERDICT = st.one_of(
     st.tuples(VERDICT_LIST, VERDICT_LIST, st.text(max_size=30)).map(
-        lambda t: f"<thinking>{t[2]}</thinking><verdict><better> Preferred: [{t[0]}] </better><worse> Relevant: [{t[1]}] </worse></verdict>"
+        lambda t: (
+            f"<thinking>{t[2]}</thinking><verdict><better> Preferred: [{t[0]}] </better><worse> "
+            f"Relevant: [{t[1]}] </worse></verdict>"
+        )
     ),
     COMPLETION,
 )

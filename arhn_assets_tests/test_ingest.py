@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from arhn_assets.core.beir_io import DatasetNotFound
-from arhn_assets.core.ingest import IngestResult, ingest, landed_files
+from arhn_assets.core.ingest import IngestConfig, IngestResult, ingest, landed_files
 from arhn_assets.core.paths import ArhnPaths, InvalidDatasetKey
+from arhn_assets.core.sampling import QuerySample
 from arhn_assets.core.triplet_formats import content_id
 
 RLHN_STAGE_1 = "fiqa.stage_1.gpt-4o-mini.jsonl.gz"
@@ -49,7 +50,7 @@ def ids_are_known(result: IngestResult) -> None:
 @pytest.fixture(scope="module")
 def scifact_result(tmp_path_factory, shared_data) -> IngestResult:
     paths = ArhnPaths(home=tmp_path_factory.mktemp("scifact") / "home", data_dir=shared_data)
-    return ingest("scifact", paths, download=False)
+    return ingest("scifact", paths, IngestConfig(download=False))
 
 
 def test_scifact_ingest_builds_one_row_per_training_query(scifact_result, shared_data):
@@ -80,7 +81,7 @@ def test_scifact_ingest_builds_one_row_per_training_query(scifact_result, shared
 
 
 def test_max_queries_caps_rows(arhn_paths, scifact_result):
-    result = ingest("scifact", arhn_paths, max_queries=7, download=False)
+    result = ingest("scifact", arhn_paths, IngestConfig(download=False), QuerySample(7))
     assert result.triplets.height == 7
     assert result.triplets["query_id"].to_list() == scifact_result.triplets["query_id"].head(7).to_list()
     assert result.sources == {"beir:train": 7}
@@ -102,7 +103,7 @@ def test_landed_file_without_beir_folder(arhn_paths, shared_data):
 
 def test_landed_files_take_precedence_over_beir(arhn_paths, shared_data):
     land(arhn_paths, "scifact", shared_data / "rlhn_llm_judgments" / RLHN_STAGE_1)
-    result = ingest("scifact", arhn_paths, download=False)
+    result = ingest("scifact", arhn_paths, IngestConfig(download=False))
     assert result.sources == {"tevatron": 25}
     assert result.training_split is None
     origins = dict(result.passages.group_by("origin").len().iter_rows())
@@ -121,7 +122,7 @@ def test_beir_folder_of_same_name_supplies_corpus_ids(arhn_paths, shared_data):
     (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nQ-1\tMS-1\t1\n")
     land(arhn_paths, "msmarco-mini", bge_file)
 
-    result = ingest("msmarco-mini", arhn_paths, download=False)
+    result = ingest("msmarco-mini", arhn_paths, IngestConfig(download=False))
     assert result.sources == {"bge": 10}
     row = result.triplets.row(0, named=True)
     assert row["query_id"] == "Q-1"
@@ -136,7 +137,7 @@ def test_beir_folder_of_same_name_supplies_corpus_ids(arhn_paths, shared_data):
 def test_two_rlhn_stages_deduplicate_queries(arhn_paths, shared_data):
     land(arhn_paths, "fiqa-rlhn", shared_data / "rlhn_llm_judgments" / RLHN_STAGE_1)
     stage_2 = land(arhn_paths, "fiqa-rlhn", shared_data / "rlhn_llm_judgments" / RLHN_STAGE_2)
-    result = ingest("fiqa-rlhn", arhn_paths, download=False)
+    result = ingest("fiqa-rlhn", arhn_paths, IngestConfig(download=False))
     assert result.triplets.height == 25
     assert result.triplets["query_id"].n_unique() == 25
     assert set(result.triplets["source_file"]) == {str(arhn_paths.landing_dir("fiqa-rlhn") / RLHN_STAGE_1)}
@@ -152,7 +153,7 @@ def test_two_rlhn_stages_deduplicate_queries(arhn_paths, shared_data):
 def test_file_without_valid_rows_is_named_and_other_rows_kept(arhn_paths, shared_data):
     good = land(arhn_paths, "mixed-files", shared_data / "bge_examples" / "reranker_examples.jsonl")
     bad = write_landed(arhn_paths, "mixed-files", "broken.jsonl", ['{"query": ', {"query": "q", "pos": []}])
-    result = ingest("mixed-files", arhn_paths, download=False)
+    result = ingest("mixed-files", arhn_paths, IngestConfig(download=False))
     assert result.triplets.height == 10
     assert set(result.triplets["source_file"]) == {str(good)}
     assert result.files_without_valid_rows == [str(bad)]
@@ -168,7 +169,7 @@ def test_empty_landed_file_is_named_in_the_failure_summary(arhn_paths):
     write_landed(arhn_paths, "with-empty", "good.jsonl", [{"query": "q", "pos": ["p"]}])
     empty = arhn_paths.landing_dir("with-empty") / "empty.jsonl"
     empty.write_bytes(b"")
-    result = ingest("with-empty", arhn_paths, download=False)
+    result = ingest("with-empty", arhn_paths, IngestConfig(download=False))
     assert result.triplets.height == 1
     assert result.files_without_valid_rows == [str(empty)]
     assert str(empty) in result.failure_summary()
@@ -176,14 +177,14 @@ def test_empty_landed_file_is_named_in_the_failure_summary(arhn_paths):
 
 def test_all_rows_invalid_fails(arhn_paths):
     bad = write_landed(arhn_paths, "all-bad", "x.jsonl", [{"query": "q"}])
-    result = ingest("all-bad", arhn_paths, download=False)
+    result = ingest("all-bad", arhn_paths, IngestConfig(download=False))
     assert result.triplets.is_empty()
     assert str(bad) in result.failure_summary()
 
 
 def test_dataset_with_nothing_raises(arhn_paths):
     with pytest.raises(DatasetNotFound) as info:
-        ingest("arhn-missing", arhn_paths, download=False)
+        ingest("arhn-missing", arhn_paths, IngestConfig(download=False))
     for candidate in arhn_paths.dataset_dirs("arhn-missing"):
         assert str(candidate) in str(info.value)
     assert "queries.jsonl" in str(info.value)
@@ -191,7 +192,7 @@ def test_dataset_with_nothing_raises(arhn_paths):
 
 def test_invalid_dataset_name_is_rejected_before_any_io(arhn_paths):
     with pytest.raises(InvalidDatasetKey):
-        ingest("../scifact", arhn_paths, download=False)
+        ingest("../scifact", arhn_paths, IngestConfig(download=False))
     assert not arhn_paths.home.exists()
 
 
@@ -201,7 +202,7 @@ def test_hidden_landed_files_are_ignored(arhn_paths):
     (arhn_paths.landing_dir("inflight") / "notes.txt").write_text("not a landed file")
     assert landed_files(arhn_paths.landing_dir("inflight")) == [good]
 
-    result = ingest("inflight", arhn_paths, download=False)
+    result = ingest("inflight", arhn_paths, IngestConfig(download=False))
     assert result.triplets["query_text"].to_list() == ["q1"]
     assert result.quarantine.is_empty()
     assert str(hidden) not in set(result.passages["origin"]) | set(result.triplets["source_file"])
@@ -211,7 +212,7 @@ def test_hidden_landed_files_are_ignored(arhn_paths):
 def test_only_hidden_files_means_no_dataset(arhn_paths):
     write_landed(arhn_paths, "only-hidden", ".writing.jsonl", [{"query": "q", "pos": ["p"]}])
     with pytest.raises(DatasetNotFound):
-        ingest("only-hidden", arhn_paths, download=False)
+        ingest("only-hidden", arhn_paths, IngestConfig(download=False))
 
 
 def test_landed_files_of_missing_folder_is_empty(tmp_path):

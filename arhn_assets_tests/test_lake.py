@@ -31,8 +31,12 @@ def test_a_writer_killed_midway_leaves_the_previous_partition_and_the_next_write
     previous = pl.DataFrame({"x": [1.0, 2.0]})
     write_partition(previous, partition)
     root = Path(__file__).resolve().parents[1]
-    writer = subprocess.Popen([sys.executable, "-c", SLOW_WRITE, str(partition)], cwd=root,
-                              env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITE, str(partition)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not any(p.stat().st_size > 0 for p in partition.glob(".*.tmp")) and time.monotonic() < deadline:
         assert writer.poll() is None, "the writer finished before it could be killed"

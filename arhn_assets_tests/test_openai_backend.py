@@ -20,9 +20,11 @@ from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend, Serv
 from arhn_assets.core.parsing import parse_ranking
 from arhn_assets.core.prompts import ranking_prompt, snippet_prompt
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
-from arhn_assets_tests.llm_server import API_KEY, MODEL, free_port, start_server, stop
-from arhn_assets_tests.test_llm_stages import SNIPPET_STATUSES, toy_candidates
-from arhn_assets_tests.test_mining import make_passages, make_triplets
+from arhn_assets_tests.helpers.llm_server import API_KEY, MODEL, free_port, start_server, stop
+from arhn_assets_tests.helpers.llm_stages import SNIPPET_STATUSES
+from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets, toy_candidates
+
+pytestmark = pytest.mark.slow  # a real llama.cpp server and LLM calls over HTTP
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,14 @@ def server(llm_server) -> str:
 @pytest.fixture
 def backend(server, monkeypatch) -> OpenAICompatibleBackend:
     monkeypatch.setenv("ARHN_TEST_API_KEY", API_KEY)
-    spec = BackendSpec(kind="openai", base_url=server, model=MODEL, model_revision="Q4_1", api_key_env="ARHN_TEST_API_KEY", concurrency=4)
+    spec = BackendSpec(
+        backend="openai",
+        base_url=server,
+        model=MODEL,
+        model_revision="Q4_1",
+        api_key_env="ARHN_TEST_API_KEY",
+        concurrency=4,
+    )
     return build_backend(spec, Path("unused"))
 
 
@@ -74,7 +83,9 @@ def test_grammar_constrained_rankings_are_well_formed(server, monkeypatch):
     passages = make_passages()["text"].to_list()
     windows = [passages[:5], passages[:12]]  # 12: two-digit ids must not be read as two ids
     prompts = [ranking_prompt("What makes bread rise?", w) for w in windows]
-    completions = backend.generate([GenerationRequest(p.messages, p.max_new_tokens, ranking(len(w))) for p, w in zip(prompts, windows)])
+    completions = backend.generate(
+        [GenerationRequest(p.messages, p.max_new_tokens, ranking(len(w))) for p, w in zip(prompts, windows)]
+    )
     for completion, window in zip(completions, windows):
         parsed = parse_ranking(completion.text, len(window), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$")
         assert parsed.status in {"ok", "repetition"}, completion.text  # GBNF fixes the format, not uniqueness

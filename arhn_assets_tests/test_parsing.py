@@ -279,11 +279,46 @@ def test_status_priority(text, n, expected):
 
 RANKING_TOKENS = st.sampled_from(
     [
-        "[", "]", ">", " ", "\n", "\t", ",",
-        "0", "1", "2", "3", "7", "9", "10", "12", "39", "40", "41", "100", "1234567", "99999999999999999999",
-        "<think>", "</think>", "<THINK>", "</Think>",
-        "３", "［", "］", "٣", "۷", "५", "𝟙", "²", "⑫", "⒛", "½",
-        "[1]", "[2]", "[3]", " > ",
+        "[",
+        "]",
+        ">",
+        " ",
+        "\n",
+        "\t",
+        ",",
+        "0",
+        "1",
+        "2",
+        "3",
+        "7",
+        "9",
+        "10",
+        "12",
+        "39",
+        "40",
+        "41",
+        "100",
+        "1234567",
+        "99999999999999999999",
+        "<think>",
+        "</think>",
+        "<THINK>",
+        "</Think>",
+        "３",
+        "［",
+        "］",
+        "٣",
+        "۷",
+        "५",
+        "𝟙",
+        "²",
+        "⑫",
+        "⒛",
+        "½",
+        "[1]",
+        "[2]",
+        "[3]",
+        " > ",
     ]
 )
 RANKING_TEXT = st.one_of(st.text(), st.lists(RANKING_TOKENS, max_size=60).map("".join))
@@ -410,7 +445,9 @@ def test_no_answer_variants(text):
     assert snip(text) == SnippetParse("no_answer", None, text)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\n\t ", "Answer:", "<think>330 metres tall</think>", "<think>330 metres tall"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "\n\t ", "Answer:", "<think>330 metres tall</think>", "<think>330 metres tall"]
+)
 def test_empty_is_invalid(text):
     assert snip(text) == SnippetParse("invalid", None, text)
 
@@ -439,7 +476,7 @@ def test_case_differences_are_not_grounded(text):
 
 
 def test_think_blocks_stripped_before_parsing():
-    text = "<think>Maybe \"completed in 1889\"? No: the height.</think>\n330 metres tall"
+    text = '<think>Maybe "completed in 1889"? No: the height.</think>\n330 metres tall'
     assert snip(text) == SnippetParse("answer", "330 metres tall", text)
 
 
@@ -511,9 +548,45 @@ def test_find_verbatim_canonically_equivalent_forms(span, passage):
 
 PASSAGE_PIECES = st.sampled_from(
     [
-        "the", "The", " ", "  ", "\n", "\t", "\u00a0", "\u2003", "\u3000", ".", ",", '"', "“", "”", "'",
-        "ﬁ", "fi", "ﬂ", "Ａ", "A", "a", "²", "2", "1889", "¨", "´", "e\u0301", "é", "ß",
-        "answer", "Answer:", "no", "NO_ANSWER", "<think>", "</think>", "Ⅻ", "ﷺ", "ｶ", "ｯ",
+        "the",
+        "The",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\u00a0",
+        "\u2003",
+        "\u3000",
+        ".",
+        ",",
+        '"',
+        "“",
+        "”",
+        "'",
+        "ﬁ",
+        "fi",
+        "ﬂ",
+        "Ａ",
+        "A",
+        "a",
+        "²",
+        "2",
+        "1889",
+        "¨",
+        "´",
+        "e\u0301",
+        "é",
+        "ß",
+        "answer",
+        "Answer:",
+        "no",
+        "NO_ANSWER",
+        "<think>",
+        "</think>",
+        "Ⅻ",
+        "ﷺ",
+        "ｶ",
+        "ｯ",
     ]
 )
 RICH_TEXT = st.one_of(st.text(), st.lists(PASSAGE_PIECES, max_size=40).map("".join))
@@ -584,24 +657,36 @@ SENTENCE_PASSAGE = "Bread rises. Yeast makes carbon dioxide. The gas is trapped 
 SENTENCE_SPANS = [(0, 13), (13, 40), (40, len(SENTENCE_PASSAGE))]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("2", "Yeast makes carbon dioxide."),
-    (" 2-3 ", "Yeast makes carbon dioxide. The gas is trapped by gluten."),
-    ("3-2", "Yeast makes carbon dioxide. The gas is trapped by gluten."),  # a reversed range is the same range
-    ("[1]", "Bread rises."),
-    ("1 to 2", "Bread rises. Yeast makes carbon dioxide."),
-    ("２", "Yeast makes carbon dioxide."),  # full-width digit
-    ("<think>maybe 1</think>3.", "The gas is trapped by gluten."),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2", "Yeast makes carbon dioxide."),
+        (" 2-3 ", "Yeast makes carbon dioxide. The gas is trapped by gluten."),
+        ("3-2", "Yeast makes carbon dioxide. The gas is trapped by gluten."),  # a reversed range is the same range
+        ("[1]", "Bread rises."),
+        ("1 to 2", "Bread rises. Yeast makes carbon dioxide."),
+        ("２", "Yeast makes carbon dioxide."),  # full-width digit
+        ("<think>maybe 1</think>3.", "The gas is trapped by gluten."),
+    ],
+)
 def test_sentence_choices_are_the_passages_own_text(text, expected):
     parsed = parse_sentence_choice(text, SENTENCE_SPANS, SENTENCE_PASSAGE)
     assert parsed.status == "answer" and parsed.snippet == expected and parsed.snippet in SENTENCE_PASSAGE
 
 
-@pytest.mark.parametrize("text, status", [
-    ("NO_ANSWER", "no_answer"), ("no answer", "no_answer"), ("4", "invalid"), ("0", "invalid"),
-    ("2-4", "invalid"), ("", "invalid"), ("The second one", "invalid"), ("1, 3", "invalid"),
-])
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("NO_ANSWER", "no_answer"),
+        ("no answer", "no_answer"),
+        ("4", "invalid"),
+        ("0", "invalid"),
+        ("2-4", "invalid"),
+        ("", "invalid"),
+        ("The second one", "invalid"),
+        ("1, 3", "invalid"),
+    ],
+)
 def test_other_sentence_choices_get_a_status(text, status):
     parsed = parse_sentence_choice(text, SENTENCE_SPANS, SENTENCE_PASSAGE)
     assert parsed.status == status and parsed.snippet is None

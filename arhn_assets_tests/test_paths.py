@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from arhn_assets.core.paths import ArhnPaths, InvalidDatasetKey, InvalidFileName, validate_dataset_key, validate_file_name
+from arhn_assets.core.paths import (
+    ArhnPaths,
+    InvalidDatasetKey,
+    InvalidFileName,
+    validate_dataset_key,
+    validate_file_name,
+)
 
 VALID_KEYS = ["scifact", "msmarco-v2.1", "a_b.c", "A", "x" * 128]
 
@@ -61,7 +67,10 @@ def test_paths_are_never_built_from_invalid_keys(tmp_path, key):
 
 def test_paths_for_a_valid_key(tmp_path):
     paths = ArhnPaths(home=tmp_path / "home", data_dir=tmp_path / "data")
-    assert paths.lake_partition("raw_triplets", "scifact") == tmp_path / "home" / "lake" / "raw_triplets" / "dataset=scifact"
+    assert (
+        paths.lake_partition("raw_triplets", "scifact")
+        == tmp_path / "home" / "lake" / "raw_triplets" / "dataset=scifact"
+    )
     assert paths.landing_dir("msmarco-v2.1") == tmp_path / "home" / "landing" / "msmarco-v2.1"
     assert paths.dataset_dirs("scifact") == [tmp_path / "data" / "scifact", tmp_path / "home" / "datasets" / "scifact"]
 
@@ -90,8 +99,20 @@ def test_safe_file_names_pass(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["..", "../x.jsonl", "quote's.jsonl", 'dq".jsonl', "with space.jsonl", "x';DROP TABLE t;--.jsonl",
-     "données.jsonl", "-dash.jsonl", ".hidden.jsonl", "tab\t.jsonl", "A" * 256, ""],
+    [
+        "..",
+        "../x.jsonl",
+        "quote's.jsonl",
+        'dq".jsonl',
+        "with space.jsonl",
+        "x';DROP TABLE t;--.jsonl",
+        "données.jsonl",
+        "-dash.jsonl",
+        ".hidden.jsonl",
+        "tab\t.jsonl",
+        "A" * 256,
+        "",
+    ],
 )
 def test_unsafe_file_names_are_refused(name):
     with pytest.raises(InvalidFileName, match="refused file name"):

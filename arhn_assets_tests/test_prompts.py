@@ -20,7 +20,9 @@ from arhn_assets.core.prompts import (
 )
 
 TEMPLATES = ["answer_snippet", "answer_sentence", "answerability_ranking"]
-INSTRUCTION = "The query is a scientific claim. A passage answers it when it reports evidence that supports or refutes the claim."
+INSTRUCTION = (
+    "The query is a scientific claim. A passage answers it when it reports evidence that supports or refutes the claim."
+)
 QUERY = "How tall is the Eiffel Tower?"
 PASSAGE_LINE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 
@@ -155,7 +157,9 @@ def test_snippet_cache_keys_follow_what_the_model_reads():
     assert key(snippet_prompt("How old is the Eiffel Tower?", passage)) != first
     assert key(snippet_prompt(QUERY, passage), model="llama.cpp:other.gguf@sha256:1") != first
     # Words past max_words never reach the model, so they never change the key.
-    assert key(snippet_prompt(QUERY, words(5) + " extra", max_words=5)) == key(snippet_prompt(QUERY, words(5), max_words=5))
+    assert key(snippet_prompt(QUERY, words(5) + " extra", max_words=5)) == key(
+        snippet_prompt(QUERY, words(5), max_words=5)
+    )
 
 
 def test_cache_keys_include_the_mode_the_instruction_and_the_decoding():
@@ -170,7 +174,10 @@ def test_cache_keys_include_the_mode_the_instruction_and_the_decoding():
 
 
 def test_the_instruction_opens_the_snippet_prompts_and_follows_the_ranking_prefix():
-    for prompt in (snippet_prompt(QUERY, "p", instruction=INSTRUCTION), sentence_prompt(QUERY, ["p."], instruction=INSTRUCTION)):
+    for prompt in (
+        snippet_prompt(QUERY, "p", instruction=INSTRUCTION),
+        sentence_prompt(QUERY, ["p."], instruction=INSTRUCTION),
+    ):
         assert prompt.messages[1][1].startswith(f"Task: {INSTRUCTION}\n\nQuery: {QUERY}")
     assert "Task:" not in snippet_prompt(QUERY, "p").messages[1][1]
     lines = ranking_prompt(QUERY, ["alpha"], instruction=INSTRUCTION).messages[1][1].splitlines()
@@ -181,7 +188,10 @@ def test_sentence_prompt_numbers_sentences_one_per_line():
     prompt = sentence_prompt(QUERY, ["The tower is 330 m tall.\n", "See [3]   for more."])
     user = prompt.messages[1][1]
     assert "[1] The tower is 330 m tall.\n[2] See (3) for more.\n" in user
-    assert prompt.template == "answer_sentence" and prompt.max_new_tokens == load_template("answer_sentence")["max_new_tokens"]
+    assert (
+        prompt.template == "answer_sentence"
+        and prompt.max_new_tokens == load_template("answer_sentence")["max_new_tokens"]
+    )
 
 
 # --------------------------------------------------------------------------------------------

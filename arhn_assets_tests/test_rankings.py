@@ -21,6 +21,7 @@ from arhn_assets.core.rankings import (
 def relevance_judge(relevance: dict[str, float], broken: set[str] = frozenset()):
     """Ranks each window by known relevance and answers in RankGPT's text format, through the
     real parser; queries in `broken` answer prose instead."""
+
     def judge(requests: list[WindowRequest]):
         parses = []
         for request in requests:
@@ -28,13 +29,22 @@ def relevance_judge(relevance: dict[str, float], broken: set[str] = frozenset())
             text = "I cannot rank these." if request.query_id in broken else " > ".join(f"[{i + 1}]" for i in order)
             parses.append(parse_ranking(text, len(request.doc_ids), r"^\s*\[\d+\](\s*>\s*\[\d+\])*\s*$"))
         return parses
+
     return judge
 
 
-@pytest.mark.parametrize("n, expected", [
-    (5, [(0, 5)]), (20, [(0, 20)]), (21, [(1, 21), (0, 11)]), (25, [(5, 25), (0, 15)]),
-    (30, [(10, 30), (0, 20)]), (45, [(25, 45), (15, 35), (5, 25), (0, 15)]), (0, []),
-])
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (5, [(0, 5)]),
+        (20, [(0, 20)]),
+        (21, [(1, 21), (0, 11)]),
+        (25, [(5, 25), (0, 15)]),
+        (30, [(10, 30), (0, 20)]),
+        (45, [(25, 45), (15, 35), (5, 25), (0, 15)]),
+        (0, []),
+    ],
+)
 def test_windows_cover_the_list_from_the_end_without_repeats(n, expected):
     assert window_bounds(n, 20, 10) == expected
 
@@ -83,19 +93,35 @@ def test_shuffle_is_seeded_per_query_and_independent_of_call_order():
 
 def pointwise_inputs(probabilities: dict[str, float | None]):
     docs = list(probabilities)
-    candidates = pl.DataFrame({"dataset": "toy", "query_id": "q", "doc_id": docs,
-                               "source": ["positive"] + ["mined"] * (len(docs) - 1)})
+    candidates = pl.DataFrame(
+        {"dataset": "toy", "query_id": "q", "doc_id": docs, "source": ["positive"] + ["mined"] * (len(docs) - 1)}
+    )
     triplets = pl.DataFrame({"query_id": ["q"], "query_text": ["why?"], "instruction": [""]})
-    snippets = pl.DataFrame({"query_id": "q", "doc_id": docs, "answer_probability": list(probabilities.values()),
-                             "model": "llama.cpp:toy.gguf", "prompt_version": 1}, schema_overrides={"answer_probability": pl.Float64})
+    snippets = pl.DataFrame(
+        {
+            "query_id": "q",
+            "doc_id": docs,
+            "answer_probability": list(probabilities.values()),
+            "model": "llama.cpp:toy.gguf",
+            "prompt_version": 1,
+        },
+        schema_overrides={"answer_probability": pl.Float64},
+    )
     return candidates, triplets, snippets
 
 
 def test_pointwise_ranking_orders_by_answer_probability_without_a_call(tmp_path):
     candidates, triplets, snippets = pointwise_inputs({"p": 0.6, "n1": 0.9, "n2": 0.1, "n3": 0.6})
     backend = LlamaCppBackend("smollm2-135m", tmp_path)  # never loaded: pointwise makes no call
-    frame, stats = rank_candidates(candidates, triplets, pl.DataFrame(), snippets, backend, CallCache(tmp_path / "c.sqlite"),
-                                   RankingConfig(rank_on="answer_probability"))
+    frame, stats = rank_candidates(
+        candidates,
+        triplets,
+        pl.DataFrame(),
+        snippets,
+        backend,
+        CallCache(tmp_path / "c.sqlite"),
+        RankingConfig(rank_on="answer_probability"),
+    )
     row = frame.row(0, named=True)
     assert row["ranking"][0] == "n1" and row["ranking"][-1] == "n2" and set(row["ranking"][1:3]) == {"p", "n3"}
     assert row["positive_rank"] == row["ranking"].index("p") + 1 and row["status"] == "ok" and row["windows"] == 0
@@ -104,6 +130,15 @@ def test_pointwise_ranking_orders_by_answer_probability_without_a_call(tmp_path)
 
 def test_pointwise_ranking_refuses_a_backend_without_logprobs(tmp_path):
     candidates, triplets, snippets = pointwise_inputs({"p": 0.6, "n1": None})
-    with pytest.raises(ValueError, match=r"the LlamaCppBackend backend's model llama.cpp:toy.gguf returned no log-probabilities"):
-        rank_candidates(candidates, triplets, pl.DataFrame(), snippets, LlamaCppBackend("", tmp_path),
-                        CallCache(tmp_path / "c.sqlite"), RankingConfig(rank_on="answer_probability"))
+    with pytest.raises(
+        ValueError, match=r"the LlamaCppBackend backend's model llama.cpp:toy.gguf returned no log-probabilities"
+    ):
+        rank_candidates(
+            candidates,
+            triplets,
+            pl.DataFrame(),
+            snippets,
+            LlamaCppBackend("", tmp_path),
+            CallCache(tmp_path / "c.sqlite"),
+            RankingConfig(rank_on="answer_probability"),
+        )

@@ -6,32 +6,8 @@ import polars as pl
 import pytest
 
 from arhn_assets.core.refine import RefineConfig, decide, refined_triplets, summary
+from arhn_assets_tests.helpers.refine_data import CANDIDATES, RANKING, SNIPPETS, candidates, rankings, snippets
 
-
-def candidates(query_id: str, positives: list[str], negatives: list[str]) -> pl.DataFrame:
-    return pl.DataFrame({
-        "dataset": "toy",
-        "query_id": query_id,
-        "doc_id": positives + negatives,
-        "source": ["positive"] * len(positives) + ["mined"] * len(negatives),
-    })
-
-
-def snippets(query_id: str, statuses: dict[str, str], probabilities: dict[str, float] | None = None) -> pl.DataFrame:
-    probability = [(probabilities or {}).get(d) for d in statuses]
-    return pl.DataFrame({"query_id": query_id, "doc_id": list(statuses), "status": list(statuses.values()),
-                         "answer_probability": probability, "model": "toy"}, schema_overrides={"answer_probability": pl.Float64})
-
-
-def rankings(query_id: str, ranking: list[str], status: str = "ok") -> pl.DataFrame:
-    return pl.DataFrame({"query_id": [query_id], "ranking": [ranking], "status": [status]})
-
-
-# n1 is ranked above the positive and answers; n2 is below and answers; n3 answers NO_ANSWER;
-# n4's span was not in the passage (ungrounded: not an answer); n5 has no snippet row at all.
-CANDIDATES = candidates("q", ["p"], ["n1", "n2", "n3", "n4", "n5"])
-SNIPPETS = snippets("q", {"p": "answer", "n1": "answer", "n2": "answer", "n3": "no_answer", "n4": "ungrounded"})
-RANKING = rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"])
 ALL = ("baseline", "R", "F", "R+F", "remove", "hn_remove")
 
 
@@ -55,7 +31,12 @@ def test_truth_table_of_every_configuration():
     kept = dict(frame.group_by("config").agg(pl.col("query_kept").first()).iter_rows())
     assert kept == {"baseline": True, "R": True, "F": True, "R+F": True, "remove": False, "hn_remove": True}
     row = frame.filter(pl.col("config") == "R", pl.col("doc_id") == "n1").row(0, named=True)
-    assert (row["llm_rank"], row["positive_rank"], row["has_snippet"], row["original_label"]) == (1, 2, True, "negative")
+    assert (row["llm_rank"], row["positive_rank"], row["has_snippet"], row["original_label"]) == (
+        1,
+        2,
+        True,
+        "negative",
+    )
 
 
 def test_relabel_can_require_a_snippet():
@@ -70,7 +51,12 @@ def test_a_negative_must_beat_every_original_positive():
     two_positives = candidates("q", ["p1", "p2"], ["n1", "n2"])
     ranking = rankings("q", ["p1", "n1", "p2", "n2"])
     frame = decide(two_positives, snippets("q", {}), ranking, RefineConfig(configs=("R",)))
-    assert decisions_of(frame, "R") == {"p1": "keep_positive", "p2": "keep_positive", "n1": "keep_negative", "n2": "keep_negative"}
+    assert decisions_of(frame, "R") == {
+        "p1": "keep_positive",
+        "p2": "keep_positive",
+        "n1": "keep_negative",
+        "n2": "keep_negative",
+    }
     assert frame["positive_rank"].unique().to_list() == [1]
 
 
@@ -83,12 +69,18 @@ def test_too_many_flagged_drops_the_query_counting_what_the_configuration_acts_o
 
 @pytest.mark.parametrize("status", ["wrong_format", "repetition", "missing_documents"])
 def test_an_invalid_ranking_leaves_labels_unchanged_and_is_counted(status):
-    frame = decide(CANDIDATES, SNIPPETS, rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"], status), RefineConfig(configs=("R+F",)))
+    frame = decide(
+        CANDIDATES, SNIPPETS, rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"], status), RefineConfig(configs=("R+F",))
+    )
     assert set(decisions_of(frame, "R+F").values()) == {"keep_positive", "keep_negative"}
     assert frame["query_note"].unique().to_list() == ["invalid_ranking"]
     assert frame["query_kept"].all()
-    repaired = decide(CANDIDATES, SNIPPETS, rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"], status),
-                      RefineConfig(configs=("R+F",), accept_repaired_rankings=True))
+    repaired = decide(
+        CANDIDATES,
+        SNIPPETS,
+        rankings("q", ["n1", "p", "n2", "n3", "n4", "n5"], status),
+        RefineConfig(configs=("R+F",), accept_repaired_rankings=True),
+    )
     expected_usable = status != "wrong_format"
     assert (decisions_of(repaired, "R+F")["n1"] == "relabel_positive") == expected_usable
 
@@ -98,17 +90,27 @@ def test_a_query_without_ranking_is_left_unchanged():
     assert frame["query_note"].unique().to_list() == ["invalid_ranking"]
 
 
-@pytest.mark.parametrize("policy, kept", [("keep", True), ("drop", False)])
+@pytest.mark.parametrize(("policy", "kept"), [("keep", True), ("drop", False)])
 def test_a_query_left_without_negatives_is_kept_or_dropped_and_counted(policy, kept):
     single = candidates("q", ["p"], ["n1"])
-    frame = decide(single, snippets("q", {"n1": "answer"}), rankings("q", ["n1", "p"]), RefineConfig(configs=("R",), empty_negatives=policy))
+    frame = decide(
+        single,
+        snippets("q", {"n1": "answer"}),
+        rankings("q", ["n1", "p"]),
+        RefineConfig(configs=("R",), empty_negatives=policy),
+    )
     assert frame["query_note"].unique().to_list() == ["no_negatives_left"]
     assert frame["query_kept"].unique().to_list() == [kept]
     assert summary(frame)["left_without_negatives"].to_list() == [1]
 
 
 def test_backfill_takes_the_unjudged_reserve_or_drops_the_query():
-    single = pl.concat([candidates("q", ["p"], ["n1"]), pl.DataFrame({"dataset": "toy", "query_id": "q", "doc_id": ["r1", "r2"], "source": "reserve"})])
+    single = pl.concat(
+        [
+            candidates("q", ["p"], ["n1"]),
+            pl.DataFrame({"dataset": "toy", "query_id": "q", "doc_id": ["r1", "r2"], "source": "reserve"}),
+        ]
+    )
     config = RefineConfig(configs=("baseline", "R"), empty_negatives="backfill")
     frame = decide(single, snippets("q", {"n1": "answer"}), rankings("q", ["n1", "p"]), config)
     refined = {c: (p, n) for _, c, _, p, n in refined_triplets(frame).iter_rows()}
@@ -117,7 +119,12 @@ def test_backfill_takes_the_unjudged_reserve_or_drops_the_query():
     backfilled = frame.filter(pl.col("doc_id") == "r1")
     assert backfilled["llm_rank"].to_list() == [None] and backfilled["query_note"].to_list() == ["backfilled"]
 
-    without_reserve = decide(single.filter(pl.col("source") != "reserve"), snippets("q", {"n1": "answer"}), rankings("q", ["n1", "p"]), config)
+    without_reserve = decide(
+        single.filter(pl.col("source") != "reserve"),
+        snippets("q", {"n1": "answer"}),
+        rankings("q", ["n1", "p"]),
+        config,
+    )
     assert without_reserve.filter(pl.col("config") == "R")["query_kept"].unique().to_list() == [False]
 
 
@@ -131,7 +138,11 @@ def test_refined_triplets_and_summary():
     assert refined["hn_remove"] == (["p"], ["n3", "n4", "n5"])
     assert "remove" not in refined
     rates = {r["config"]: r for r in summary(frame).iter_rows(named=True)}
-    assert rates["R+F"]["relabeled"] == 1 and rates["R+F"]["filtered"] == 1 and rates["R+F"]["relabel_rate"] == pytest.approx(0.2)
+    assert (
+        rates["R+F"]["relabeled"] == 1
+        and rates["R+F"]["filtered"] == 1
+        and rates["R+F"]["relabel_rate"] == pytest.approx(0.2)
+    )
     assert rates["remove"]["queries_kept"] == 0 and rates["baseline"]["queries_kept"] == 1
 
 
@@ -162,16 +173,25 @@ def test_answers_can_be_read_from_the_answer_probability():
     probabilities = {"p": 0.7, "n1": 0.9, "n2": 0.6, "n3": 0.2}
     frame_snippets = snippets("q", statuses, probabilities)
     ranking = rankings("q", ["n1", "p", "n2", "n3"])
-    by_snippet = decide(candidates("q", ["p"], ["n1", "n2", "n3"]), frame_snippets, ranking, RefineConfig(configs=("F",)))
+    by_snippet = decide(
+        candidates("q", ["p"], ["n1", "n2", "n3"]), frame_snippets, ranking, RefineConfig(configs=("F",))
+    )
     assert set(decisions_of(by_snippet, "F").values()) == {"keep_positive", "keep_negative"}
     config = RefineConfig(configs=("R+F",), answered_by="answer_probability", answer_threshold=0.5)
     frame = decide(candidates("q", ["p"], ["n1", "n2", "n3"]), frame_snippets, ranking, config)
-    assert decisions_of(frame, "R+F") == {"p": "keep_positive", "n1": "relabel_positive", "n2": "filter_ambiguous", "n3": "keep_negative"}
+    assert decisions_of(frame, "R+F") == {
+        "p": "keep_positive",
+        "n1": "relabel_positive",
+        "n2": "filter_ambiguous",
+        "n3": "keep_negative",
+    }
     assert dict(frame.select("doc_id", "answer_probability").iter_rows()) == probabilities
 
 
 def test_probability_rules_refuse_snippets_without_probabilities():
-    with pytest.raises(ValueError, match="answered_by='answer_probability' needs answer probabilities, but model toy gave none"):
+    with pytest.raises(
+        ValueError, match="answered_by='answer_probability' needs answer probabilities, but model toy gave none"
+    ):
         decide(CANDIDATES, SNIPPETS, RANKING, RefineConfig(answered_by="answer_probability"))
     with pytest.raises(ValueError, match=r"answer_threshold must lie in \[0, 1\]"):
         RefineConfig(answer_threshold=1.5)

@@ -13,16 +13,30 @@ import pytest
 
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.run_configs import smollm2_resources
-from arhn_assets_tests.test_dbt import assert_warehouse_matches_lake
+from arhn_assets_tests.helpers.run_configs import smollm2_resources
+from arhn_assets_tests.helpers.warehouse import assert_warehouse_matches_lake
+
+pytestmark = pytest.mark.slow  # the whole pipeline, training and evaluation
 
 
-def cut_scifact(source: Path, target: Path, train_queries: int = 6, test_queries: int = 12, other_passages: int = 150) -> None:
+def cut_scifact(
+    source: Path, target: Path, train_queries: int = 6, test_queries: int = 12, other_passages: int = 150
+) -> None:
     """A BEIR folder with the first queries of each split, their positives and some other passages."""
-    qrels = {split: pl.read_csv(source / "qrels" / f"{split}.tsv", separator="\t", schema_overrides={"query-id": pl.String, "corpus-id": pl.String})
-             for split in ("train", "test")}
-    qrels["train"] = qrels["train"].filter(pl.col("query-id").is_in(qrels["train"]["query-id"].unique(maintain_order=True).head(train_queries).implode()))
-    qrels["test"] = qrels["test"].filter(pl.col("query-id").is_in(qrels["test"]["query-id"].unique(maintain_order=True).head(test_queries).implode()))
+    qrels = {
+        split: pl.read_csv(
+            source / "qrels" / f"{split}.tsv",
+            separator="\t",
+            schema_overrides={"query-id": pl.String, "corpus-id": pl.String},
+        )
+        for split in ("train", "test")
+    }
+    qrels["train"] = qrels["train"].filter(
+        pl.col("query-id").is_in(qrels["train"]["query-id"].unique(maintain_order=True).head(train_queries).implode())
+    )
+    qrels["test"] = qrels["test"].filter(
+        pl.col("query-id").is_in(qrels["test"]["query-id"].unique(maintain_order=True).head(test_queries).implode())
+    )
     keep_docs = set(qrels["train"]["corpus-id"]) | set(qrels["test"]["corpus-id"])
     keep_queries = set(qrels["train"]["query-id"]) | set(qrels["test"]["query-id"])
     (target / "qrels").mkdir(parents=True)
@@ -54,7 +68,7 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
             "relabel_decisions": {"config": {"configs": ["baseline", "R"]}},
             "trained_retriever": {"config": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4}},
         },
-        "resources": smollm2_resources(max_queries=2),
+        "resources": smollm2_resources(queries=2),
     }
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["scislice"])
@@ -63,7 +77,9 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
     # every asset check of the job's assets ran and passed (the base-model anchor has none for a slice)
     evaluations = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
     job_assets = pipeline_job(defs()).asset_layer.selected_asset_keys
-    assert set(evaluations) == {k.to_user_string() for k in defs().resolve_asset_graph().asset_check_keys if k.asset_key in job_assets}
+    assert set(evaluations) == {
+        k.to_user_string() for k in defs().resolve_asset_graph().asset_check_keys if k.asset_key in job_assets
+    }
     assert [key for key, e in evaluations.items() if not e.passed] == []
     assert "no published anchor" in evaluations["beir_scores:base_model_anchor"].description
     lake = home / "lake"
@@ -100,7 +116,9 @@ def test_landed_only_datasets_need_an_evaluation_dataset(msmarco_sample):
     from arhn_assets.core.lake import write_partition
     from arhn_assets.defs.training import TRAINED_SCHEMA
 
-    write_partition(pl.DataFrame(schema=TRAINED_SCHEMA), msmarco_sample / "lake" / "trained_retriever" / "dataset=msmarco-sample")
+    write_partition(
+        pl.DataFrame(schema=TRAINED_SCHEMA), msmarco_sample / "lake" / "trained_retriever" / "dataset=msmarco-sample"
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         job = pipeline_job(defs(), "key:beir_scores or key:beir_query_scores")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -16,19 +15,18 @@ import polars as pl
 import pytest
 
 from arhn_assets.core.training import TrainingConfig, teacher_scores, train_retriever, training_rows
-from arhn_assets_tests.test_mining import make_passages, make_triplets
-
-
-def refined_slice() -> pl.DataFrame:
-    triplets, passages = make_triplets(), make_passages()
-    doc_ids = passages["doc_id"].to_list()
-    negatives = [[d for d in doc_ids if d not in positives][:3] for positives in triplets["positive_ids"]]
-    negatives[0] = []  # a query left without negatives: it trains on in-batch negatives only
-    return pl.DataFrame({"query_id": triplets["query_id"], "positive_ids": triplets["positive_ids"], "negative_ids": negatives})
+from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets
+from arhn_assets_tests.helpers.training import TRAINING_RUN, refined_slice, train_toy
 
 
 def test_rows_cover_every_positive_and_rotate_the_negatives():
-    refined = pl.DataFrame({"query_id": ["q_rise"], "positive_ids": [["bread-0", "bread-1"]], "negative_ids": [["vaccine-0", "photo-0", "photo-1"]]})
+    refined = pl.DataFrame(
+        {
+            "query_id": ["q_rise"],
+            "positive_ids": [["bread-0", "bread-1"]],
+            "negative_ids": [["vaccine-0", "photo-0", "photo-1"]],
+        }
+    )
     rows, pairs = training_rows(refined, make_triplets(), make_passages(), negatives_per_row=2)
     assert pairs.height == 0 and rows.columns == ["anchor", "positive", "negative_1", "negative_2"]
     texts = dict(make_passages().select("doc_id", "text").iter_rows())
@@ -50,6 +48,7 @@ def test_distillation_rows_carry_the_teachers_scores():
 
 
 @pytest.mark.parametrize("loss", ["mnrl", "cached_mnrl"])
+@pytest.mark.slow
 def test_training_changes_the_model_and_saves_a_loadable_folder(tmp_path, loss):
     from sentence_transformers import SentenceTransformer
 
@@ -70,6 +69,7 @@ def test_training_changes_the_model_and_saves_a_loadable_folder(tmp_path, loss):
     assert again.reused and again.data_fingerprint == result.data_fingerprint
 
 
+@pytest.mark.slow
 def test_training_is_seeded(tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -78,7 +78,11 @@ def test_training_is_seeded(tmp_path):
     first = train_retriever(rows, pairs, config, tmp_path / "a", {})
     second = train_retriever(rows, pairs, config, tmp_path / "b", {})
     probe = ["What makes bread rise?"]
-    assert np.allclose(SentenceTransformer(first.model_path).encode(probe), SentenceTransformer(second.model_path).encode(probe), atol=1e-5)
+    assert np.allclose(
+        SentenceTransformer(first.model_path).encode(probe),
+        SentenceTransformer(second.model_path).encode(probe),
+        atol=1e-5,
+    )
 
 
 def test_distill_kl_refuses_rows_without_hard_negatives(tmp_path):
@@ -87,19 +91,7 @@ def test_distill_kl_refuses_rows_without_hard_negatives(tmp_path):
         train_retriever(rows, pairs, TrainingConfig(loss="distill_kl", max_steps=1), tmp_path / "m", {})
 
 
-TRAINING_RUN = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from arhn_assets_tests.test_training import train_toy
-    train_toy(Path(sys.argv[1]), int(sys.argv[2]))
-""")
-
-
-def train_toy(folder: Path, steps: int):
-    rows, pairs = training_rows(refined_slice(), make_triplets(), make_passages(), 1)
-    return train_retriever(rows, pairs, TrainingConfig(batch_size=4, max_steps=steps, learning_rate=1e-4), folder, {"name": "toy"})
-
-
+@pytest.mark.slow
 def test_a_killed_training_keeps_the_previous_model_and_the_rerun_trains_the_same_weights(tmp_path):
     """SIGKILL in the middle of training (issue 8): the model in place stays whole, the rerun
     sweeps the killed run's temporary folder and trains exactly what an uninterrupted run trains."""
@@ -109,8 +101,12 @@ def test_a_killed_training_keeps_the_previous_model_and_the_rerun_trains_the_sam
     train_toy(folder, 1)
     previous = (folder / "arhn_training.json").read_text()
     root = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen([sys.executable, "-c", TRAINING_RUN, str(folder), "40"], cwd=root,
-                               env={**os.environ, "PYTHONPATH": str(root)}, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", TRAINING_RUN, str(folder), "40"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not list(tmp_path.glob(".model.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -126,4 +122,8 @@ def test_a_killed_training_keeps_the_previous_model_and_the_rerun_trains_the_sam
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left
     uninterrupted = train_toy(tmp_path / "fresh", 40)
     probe = ["What makes bread rise?", "Vaccines train the immune system."]
-    assert np.allclose(SentenceTransformer(resumed.model_path).encode(probe), SentenceTransformer(uninterrupted.model_path).encode(probe), atol=1e-6)
+    assert np.allclose(
+        SentenceTransformer(resumed.model_path).encode(probe),
+        SentenceTransformer(uninterrupted.model_path).encode(probe),
+        atol=1e-6,
+    )

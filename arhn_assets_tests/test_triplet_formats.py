@@ -16,6 +16,7 @@ from arhn_assets.core.triplet_formats import (
     is_landed_file,
     read_landed_file,
 )
+from arhn_assets_tests.helpers.formats import bge, tevatron
 from arhn_assets_tests.jsonl import jsonl_bytes
 
 BGE_FILES = ["embedder_msmarco.jsonl", "embedder_nq.jsonl", "reranker_examples.jsonl"]
@@ -25,20 +26,6 @@ RLHN_STAGE_1 = "fiqa.stage_1.gpt-4o-mini.jsonl.gz"
 def write_jsonl(path: Path, lines: list) -> Path:
     path.write_bytes(jsonl_bytes(lines))
     return path
-
-
-def bge(query: str, pos: list, neg: list | None = None, **extra) -> dict:
-    line = {"query": query, "pos": pos}
-    if neg is not None:
-        line["neg"] = neg
-    return {**line, **extra}
-
-
-def tevatron(query_id, query: str, positives: list, negatives: list | None = None) -> dict:
-    line = {"query_id": query_id, "query": query, "positive_passages": positives}
-    if negatives is not None:
-        line["negative_passages"] = negatives
-    return line
 
 
 def read_one(path: Path, registry: PassageRegistry | None = None):
@@ -80,7 +67,11 @@ def test_bge_line_gets_content_hash_ids_stable_across_registries(tmp_path):
     assert a.positive_ids == [content_id("Aspirin lowers fever.")]
     assert a.provided_negative_ids == [content_id("Paris is in France."), content_id("Sleep helps memory.")]
     assert a.query_id == content_id("what lowers fever")
-    assert (a.query_id, a.positive_ids, a.provided_negative_ids) == (b.query_id, b.positive_ids, b.provided_negative_ids)
+    assert (a.query_id, a.positive_ids, a.provided_negative_ids) == (
+        b.query_id,
+        b.positive_ids,
+        b.provided_negative_ids,
+    )
     assert a.query_text == "what lowers fever"
     assert a.positive_scores == [0.9]
     assert a.provided_negative_scores == [0.5, 3.0]
@@ -112,7 +103,10 @@ def test_tevatron_line_keeps_docids_and_registers_title_and_text(tmp_path):
         9,
         "what lowers fever",
         [{"docid": "p1", "title": "Aspirin", "text": "Aspirin lowers fever."}],
-        [{"docid": "n1", "title": "", "text": "Paris is in France."}, {"title": "Sleep", "text": "Sleep helps memory."}],
+        [
+            {"docid": "n1", "title": "", "text": "Paris is in France."},
+            {"title": "Sleep", "text": "Sleep helps memory."},
+        ],
     )
     registry = PassageRegistry()
     rec = read_one(write_jsonl(tmp_path / "tev.jsonl", [line]), registry)
@@ -295,9 +289,7 @@ def test_rollback_keeps_mappings_of_earlier_passages():
 
 def test_truncated_gzip_keeps_lines_before_the_break(tmp_path):
     rng = random.Random(0)
-    lines = [
-        json.dumps(bge(f"query {i}", ["".join(rng.choice("abcdefgh ") for _ in range(300))])) for i in range(300)
-    ]
+    lines = [json.dumps(bge(f"query {i}", ["".join(rng.choice("abcdefgh ") for _ in range(300))])) for i in range(300)]
     data = gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), mtime=0)
     cut = data[: len(data) // 2]
     complete_lines = zlib.decompressobj(31).decompress(cut).count(b"\n")

@@ -23,6 +23,8 @@ import pytest
 from arhn_assets.definitions import defs
 from arhn_assets_tests.ui_server import REPO_ROOT, DagsterDev
 
+pytestmark = pytest.mark.slow  # a Dagster UI driven by Chromium
+
 CHROMIUM = Path(os.environ.get("ARHN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
@@ -63,7 +65,10 @@ def _missing(message: str) -> None:
 @pytest.fixture(scope="module")
 def playwright_api():
     if not CHROMIUM.exists():
-        _missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set ARHN_CHROMIUM); the UI browser test needs it")
+        _missing(
+            f"Chromium not found at {CHROMIUM} (apt-get install chromium, or set ARHN_CHROMIUM); the UI "
+            f"browser test needs it"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - a dependency of the project
@@ -85,10 +90,16 @@ def tiny_beir(tmp_path: Path) -> Path:
     root = data_dir / DATASET
     (root / "qrels").mkdir(parents=True)
     (root / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n" for doc_id, (title, text) in CORPUS.items())
+        "".join(
+            json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n" for doc_id, (title, text) in CORPUS.items()
+        )
     )
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": qid, "text": text}) + "\n" for qid, text in QUERIES.items()))
-    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS))
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": qid, "text": text}) + "\n" for qid, text in QUERIES.items())
+    )
+    (root / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS)
+    )
     return data_dir
 
 
@@ -112,7 +123,9 @@ def instance(dagster_home: Path) -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def dagster_ui(tmp_path: Path, dagster_home: Path, tiny_beir: Path, instance: dg.DagsterInstance) -> Iterator[DagsterDev]:
+def dagster_ui(
+    tmp_path: Path, dagster_home: Path, tiny_beir: Path, instance: dg.DagsterInstance
+) -> Iterator[DagsterDev]:
     arhn_home = tmp_path / "arhn_home"
     arhn_home.mkdir()
     env = {
@@ -153,7 +166,11 @@ def test_ui_shows_the_pipeline_and_materializes_a_partition(playwright_api, dags
 
     # The pipeline's own stages; the warehouse's dbt models and the judge audit have their own tests.
     graph = defs().resolve_asset_graph()
-    stages = sorted(key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).group_name not in ("warehouse", "audit"))
+    stages = sorted(
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).group_name not in ("warehouse", "audit")
+    )
     assert {"raw_triplets", "mined_negatives", "refined_triplets", "retrieval_report"} <= set(stages)
     url = dagster_ui.url
 
@@ -237,8 +254,10 @@ def _materialize_partition_from_asset_page(page, expect, screenshots) -> str:
     expect(launch.get_by_text("1 partition", exact=True)).to_be_visible()
     launch.get_by_role("button", name="Launch 1 run", exact=True).click()
 
-    toast = page.get_by_role("region", name=re.compile("^Notifications")).get_by_role("listitem").filter(
-        has_text=re.compile(r"Launched run [0-9a-f]{8}")
+    toast = (
+        page.get_by_role("region", name=re.compile("^Notifications"))
+        .get_by_role("listitem")
+        .filter(has_text=re.compile(r"Launched run [0-9a-f]{8}"))
     )
     expect(toast).to_be_visible()
     toast.get_by_role("link", name="View", exact=True).click()
@@ -299,14 +318,23 @@ def _report_chart_renders_as_an_image(page, expect, url, instance, screenshots) 
         for metric in ("ndcg@10", "recall@100")
         for value in [base + bump]
     ]
-    query_scores = pl.DataFrame(rows, schema=["dataset", "config", "model_path", "eval_dataset", "split", "query_id", "metric", "value"], orient="row")
-    scores = query_scores.group_by("dataset", "config", "model_path", "eval_dataset", "split", "metric", maintain_order=True).agg(pl.col("value").mean())
+    query_scores = pl.DataFrame(
+        rows,
+        schema=["dataset", "config", "model_path", "eval_dataset", "split", "query_id", "metric", "value"],
+        orient="row",
+    )
+    scores = query_scores.group_by(
+        "dataset", "config", "model_path", "eval_dataset", "split", "metric", maintain_order=True
+    ).agg(pl.col("value").mean())
     table = comparison(scores, query_scores)
     png = bar_chart(table, screenshots / "report_chart.source.png")
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="retrieval_report", partition=DATASET,
-        metadata={"report": dg.MetadataValue.md(markdown_table(table) + "\n\n" + image_markdown(png))},
-    ))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="retrieval_report",
+            partition=DATASET,
+            metadata={"report": dg.MetadataValue.md(markdown_table(table) + "\n\n" + image_markdown(png))},
+        )
+    )
     page.goto(f"{url}/assets/retrieval_report")
     row = page.get_by_role("row").filter(has=page.get_by_role("cell", name="report", exact=True))
     expect(row).to_be_visible()

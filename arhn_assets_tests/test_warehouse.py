@@ -18,9 +18,11 @@ import polars as pl
 import pytest
 import yaml
 
-from arhn_assets.cli import main as arhn, pipeline_job
+from arhn_assets.cli import main as arhn
+from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.run_configs import smollm2_resources
+from arhn_assets_tests.helpers.run_configs import smollm2_resources
+from arhn_assets_tests.helpers.warehouse import LAKE_TABLES, MARTS, SERVED_TABLES
 
 STAGING = "key:stg_raw_triplets or key:stg_mined_negatives"
 # A user's DuckDB shell on the warehouse: opened read-write, as `duckdb warehouse.duckdb` does,
@@ -37,10 +39,13 @@ SHELL = textwrap.dedent("""
 def test_dbt_sources_are_the_lake_assets():
     graph = defs().resolve_asset_graph()
     staging = graph.get(dg.AssetKey("stg_mined_negatives"))
-    assert dg.AssetKey("mined_negatives") in staging.parent_keys
     assert staging.group_name == "warehouse" and staging.partitions_def.name == "dataset"
-    for mart in ("relabel_decisions_explained", "relabel_summary", "false_negative_candidates", "llm_calls_summary", "beir_leaderboard"):
+    for table in LAKE_TABLES:  # every contract's lake table is the source of its staging model
+        assert dg.AssetKey(table) in graph.get(dg.AssetKey(f"stg_{table}")).parent_keys, table
+    for mart in MARTS:
         assert graph.has(dg.AssetKey(mart)), mart
+    for mart, table in SERVED_TABLES.items():  # the marts that serve a lake table as it is
+        assert graph.get(dg.AssetKey(mart)).parent_keys == {dg.AssetKey(f"stg_{table}")}, mart
 
 
 @pytest.fixture
@@ -51,6 +56,7 @@ def landed_lake(lake_home, shared_data):
     return lake_home
 
 
+@pytest.mark.slow
 def test_a_reader_holding_the_warehouse_never_fails_a_build(landed_lake):
     warehouse = landed_lake / "warehouse.duckdb"
     with dg.instance_for_test() as instance:
@@ -63,7 +69,9 @@ def test_a_reader_holding_the_warehouse_never_fails_a_build(landed_lake):
             queries = reader.execute("select count(*) from stg_raw_triplets").fetchone()[0]
         assert queries > 0
 
-        shell = subprocess.Popen([sys.executable, "-c", SHELL, str(warehouse)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        shell = subprocess.Popen(
+            [sys.executable, "-c", SHELL, str(warehouse)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         try:
             assert int(shell.stdout.readline()) == queries  # the shell holds the file now
             with pytest.raises(duckdb.IOException, match="lock"):
@@ -92,15 +100,22 @@ LOCK_ERRORS = re.compile(r"database is locked|could not set lock|conflicting loc
 
 def land_tiny_dataset(home: Path, dataset: str) -> None:
     rows = [
-        {"query": f"{dataset}: what makes bread rise", "pos": ["Yeast makes bread rise by releasing carbon dioxide."],
-         "neg": ["Salt adds flavour to bread.", "Ovens bake bread at 220 degrees.", f"{dataset} is a dataset name."]},
-        {"query": f"{dataset}: why is the sky blue", "pos": ["Rayleigh scattering makes the sky look blue."],
-         "neg": ["The sea is salty.", "Clouds are made of droplets.", f"{dataset} has two queries."]},
+        {
+            "query": f"{dataset}: what makes bread rise",
+            "pos": ["Yeast makes bread rise by releasing carbon dioxide."],
+            "neg": ["Salt adds flavour to bread.", "Ovens bake bread at 220 degrees.", f"{dataset} is a dataset name."],
+        },
+        {
+            "query": f"{dataset}: why is the sky blue",
+            "pos": ["Rayleigh scattering makes the sky look blue."],
+            "neg": ["The sea is salty.", "Clouds are made of droplets.", f"{dataset} has two queries."],
+        },
     ]
     (home / "landing" / dataset).mkdir(parents=True)
     (home / "landing" / dataset / "part-0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+@pytest.mark.slow
 def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, monkeypatch):
     """Two `arhn run`s judge two partitions while a third rebuilds the warehouse and a reader
     queries it, all on one Dagster instance, one LLM call cache and one model cache. Every run
@@ -124,7 +139,9 @@ def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, mo
     runs = {}
     for name, args in commands.items():
         with logs[name].open("w") as log:  # the child keeps its own copy of the descriptor
-            runs[name] = subprocess.Popen([sys.executable, "-m", "arhn_assets.cli", "run", *args], stdout=log, stderr=subprocess.STDOUT)
+            runs[name] = subprocess.Popen(
+                [sys.executable, "-m", "arhn_assets.cli", "run", *args], stdout=log, stderr=subprocess.STDOUT
+            )
     # The staging models are views over the lake, so readers count the partitions as they land:
     # seed's 2 queries, then 4, then 6, never a half-written file.
     held_counts: list[int] = []

@@ -8,6 +8,7 @@ process group (webserver, daemon, code servers, run workers) is killed if anythi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -70,7 +71,9 @@ class DagsterDev:
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"dagster dev did not answer {self.url}/server_info within {timeout:.0f} s:\n{self.log_tail()}")
+        raise TimeoutError(
+            f"dagster dev did not answer {self.url}/server_info within {timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -98,14 +101,10 @@ class DagsterDev:
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _group_alive(pgid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
         self._process = None
 
     def __enter__(self) -> DagsterDev:

@@ -56,15 +56,25 @@ class Combination:
         return "-".join(p for p in parts if p)
 
     def run_config(self, queries: int) -> dict:
-        truth = ({"truth": "qrels", "beir_dataset": "scifact", "max_queries": queries} if self.truth == "scifact"
-                 else {"truth": "verdicts", "verdicts_file": RLHN})
+        truth = (
+            {"truth": "qrels", "beir_dataset": "scifact"}
+            if self.truth == "scifact"
+            else {"truth": "verdicts", "verdicts_file": RLHN}
+        )
+        sample = {"query_sample": {"config": {"size": queries if self.truth == "scifact" else None}}}
         if self.judge == "reference":
             judge = {"judge": "oracle"} if self.truth == "scifact" else {"judge": "replay"}
-            return {"ops": {"judge_audit": {"config": truth | judge}}}
-        audit = truth | {"judge": "llm", "snippet_mode": self.mode, "instruction": None if self.instruction else "",
-                         **RANKINGS[self.ranking]}
-        return {"ops": {"judge_audit": {"config": audit}},
-                "resources": {"language_model": {"config": {"model": JUDGES[self.judge]}}}}
+            return {"ops": {"judge_audit": {"config": truth | judge}}, "resources": sample}
+        audit = truth | {
+            "judge": "llm",
+            "snippet_mode": self.mode,
+            "instruction": None if self.instruction else "",
+            **RANKINGS[self.ranking],
+        }
+        return {
+            "ops": {"judge_audit": {"config": audit}},
+            "resources": {"language_model": {"config": {"model": JUDGES[self.judge]}}, **sample},
+        }
 
     def stage_keys(self) -> dict[str, tuple]:
         """The calls each stage needs, by what decides them (shared between combinations)."""
@@ -75,15 +85,18 @@ class Combination:
 
 
 def combinations(only: str | None) -> list[Combination]:
+    """The references, then per judge (the larger first) sentence mode on both truths, the
+    instruction's effect, and span mode last: the most telling audits come first."""
     out = [Combination("scifact", "reference"), Combination("rlhn", "reference")]
-    for judge in JUDGES:
+    for judge in ("qwen", "smollm2"):
         if only and judge != only:
             continue
         for truth in ("scifact", "rlhn"):
-            for mode in ("span", "sentence"):
-                for ranking in RANKINGS:
-                    out.append(Combination(truth, judge, mode, ranking))
+            out += [Combination(truth, judge, "sentence", ranking) for ranking in RANKINGS]
         out += [Combination("scifact", judge, "sentence", ranking, instruction=True) for ranking in RANKINGS]
+    for judge in ("qwen", "smollm2"):
+        if not only or judge == only:
+            out += [Combination(truth, judge, "span", ranking) for truth in ("scifact", "rlhn") for ranking in RANKINGS]
     return out
 
 
@@ -100,7 +113,8 @@ def main() -> None:
         instance.add_dynamic_partitions("dataset", [combo.partition])
         began = time.perf_counter()
         outcome = pipeline_job(defs(), "judge_audit").execute_in_process(
-            partition_key=combo.partition, instance=instance, run_config=combo.run_config(args.queries))
+            partition_key=combo.partition, instance=instance, run_config=combo.run_config(args.queries)
+        )
         wall = time.perf_counter() - began
         metadata = {k: v.value for k, v in outcome.asset_materializations_for_node("judge_audit")[0].metadata.items()}
         cold = wall
@@ -110,29 +124,40 @@ def main() -> None:
                 stage_seconds.setdefault(repr(key), made)
             cold += stage_seconds.get(repr(key), 0.0) - made  # calls answered by the cache cost what they cost once
         results[combo.partition] = {
-            "combination": combo.__dict__, "wall_seconds": round(wall, 1), "cold_seconds": round(cold, 1),
+            "combination": combo.__dict__,
+            "wall_seconds": round(wall, 1),
+            "cold_seconds": round(cold, 1),
             **{k: v for k, v in metadata.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))
-        print(f"{combo.partition}: R+F F1 {metadata.get('R+F_f1')}, kappa {metadata.get('R+F_kappa')}, "
-              f"AP {metadata.get('R+F_average_precision')}, {wall:.0f} s ({cold:.0f} s cold)", flush=True)
+        print(
+            f"{combo.partition}: R+F F1 {metadata.get('R+F_f1')}, kappa {metadata.get('R+F_kappa')}, "
+            f"AP {metadata.get('R+F_average_precision')}, {wall:.0f} s ({cold:.0f} s cold)",
+            flush=True,
+        )
     print(markdown(results))
 
 
 def markdown(results: dict) -> str:
-    lines = ["| truth | judge | stage 1 | ranking | instruction | R+F precision | R+F recall | R+F F1 | R+F kappa | AP of P(answer) | P@R0.5 | cold wall |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| truth | judge | stage 1 | ranking | instruction | R+F precision | R+F recall | R+F F1 | R+F "
+        "kappa | AP of P(answer) | P@R0.5 | cold wall |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in results.values():
         c = row["combination"]
 
-        def cell(name: str) -> str:
+        def cell(name: str, row: dict = row) -> str:
             value = row.get(f"R+F_{name}")
             return "" if value is None else f"{value:.3f}"
 
-        lines.append(f"| {c['truth']} | {c['judge']} | {c['mode'] or '-'} | {c['ranking'] or '-'} | {'yes' if c['instruction'] else 'no'} | "
-                     f"{cell('precision')} | {cell('recall')} | {cell('f1')} | {cell('kappa')} | {cell('average_precision')} | "
-                     f"{cell('precision_at_recall_0.5')} | {row['cold_seconds'] / 60:.1f} min |")
+        lines.append(
+            f"| {c['truth']} | {c['judge']} | {c['mode'] or '-'} | {c['ranking'] or '-'} | "
+            f"{'yes' if c['instruction'] else 'no'} | "
+            f"{cell('precision')} | {cell('recall')} | {cell('f1')} | {cell('kappa')} | {cell('average_precision')} | "
+            f"{cell('precision_at_recall_0.5')} | {row['cold_seconds'] / 60:.1f} min |"
+        )
     return "\n".join(lines)
 
 

@@ -1,15 +1,15 @@
-"""LLM stage benchmark: the embedded backend (SmolLM2-135M-Instruct, transformers, CPU) on SciFact.
+"""LLM stage benchmark: the embedded llama.cpp backend (xllamacpp) on SciFact, per model preset.
 
-Pairs: each of the first N SciFact training queries with its positive passage and two other corpus
-passages drawn with a fixed seed, as answer-snippet prompts. Prints, from one run:
-1. one prompt at a time vs batched (padding-aware, length-sorted): wall time, ratio, and whether
-   the outputs are identical;
-2. prefill and decode tokens/s against the ceiling these cores allow: the measured fp32
-   matrix-multiply throughput divided by the model's FLOPs per token;
-3. the `answer_snippets` stage cold (empty call cache, model loaded) vs warm (every call cached):
-   ratio, target >= 50x.
+Pairs: each of the first SciFact training queries with its positive passage and other corpus
+passages drawn with a fixed seed. For each model (SmolLM2-135M, Qwen2.5-Coder-1.5B), one run prints:
+1. prefill and decode tokens/s of llama.cpp (its own timings, one request at a time) against the
+   old transformers path (the same GGUF dequantized to fp32, greedy generate), in the same run;
+2. parallel slots against one request at a time: wall time, and how many outputs are identical
+   (llama.cpp's batched kernels round differently, ggml-org/llama.cpp#6950);
+3. stage throughput from an empty call cache: stage-1 pairs per minute in `sentence` and `span`
+   mode, stage-2 (listwise) windows per minute.
 
-    python benchmarks/llm_stages.py [--data ../shared/data] [--queries 16] [--batch-size 8]
+    python benchmarks/llm_stages.py [--models smollm2-135m qwen2.5-coder-1.5b] [--pairs 12] [--windows 3]
 """
 
 from __future__ import annotations
@@ -19,25 +19,27 @@ import os
 import random
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import polars as pl  # noqa: E402
-import torch  # noqa: E402
 
-from arhn_assets.core.ingest import ingest  # noqa: E402
-from arhn_assets.core.llm.base import GenerationRequest  # noqa: E402
-from arhn_assets.core.llm.cache import CallCache  # noqa: E402
-from arhn_assets.core.llm.embedded import TransformersBackend  # noqa: E402
-from arhn_assets.core.paths import ArhnPaths  # noqa: E402
-from arhn_assets.core.prompts import snippet_prompt  # noqa: E402
 from arhn_assets.core.beir_io import passage_texts  # noqa: E402
+from arhn_assets.core.ingest import IngestConfig, ingest  # noqa: E402
+from arhn_assets.core.llm.cache import CallCache  # noqa: E402
+from arhn_assets.core.llm.llama_cpp import LlamaCppBackend, chat_request  # noqa: E402
+from arhn_assets.core.llm.models import PRESETS  # noqa: E402
+from arhn_assets.core.paths import ArhnPaths  # noqa: E402
+from arhn_assets.core.sampling import QuerySample  # noqa: E402
+from arhn_assets.core.snippets import SnippetConfig, snippet_task  # noqa: E402
 from arhn_assets.workers.llm_stage import run_stage  # noqa: E402
 
 
-def snippet_pairs(triplets: pl.DataFrame, passages: pl.DataFrame, others: int = 2, seed: int = 13) -> pl.DataFrame:
+def candidate_sets(triplets: pl.DataFrame, passages: pl.DataFrame, others: int, seed: int = 13) -> pl.DataFrame:
+    """Each query's positive and `others` corpus passages drawn with a fixed seed."""
     rng = random.Random(seed)
     doc_ids = passages["doc_id"].to_list()
     rows = []
@@ -47,100 +49,146 @@ def snippet_pairs(triplets: pl.DataFrame, passages: pl.DataFrame, others: int = 
     return pl.DataFrame(rows, schema=["dataset", "query_id", "doc_id", "source"], orient="row")
 
 
-def matmul_gflops(dtype: torch.dtype, tokens: int = 512, hidden: int = 576, inner: int = 1536, repeats: int = 20) -> float:
-    """Throughput of a (tokens x hidden) @ (hidden x inner) product: the shape of the model's MLP."""
-    a, b = torch.randn(tokens, hidden, dtype=dtype), torch.randn(hidden, inner, dtype=dtype)
-    for _ in range(3):
-        a @ b
+def sentence_requests(pairs: pl.DataFrame, triplets: pl.DataFrame, passages: pl.DataFrame):
+    """The stage-1 requests (sentence mode) of `pairs`, as the stage builds them."""
+    texts = passage_texts(passages)
+    queries = dict(triplets.select("query_id", "query_text").iter_rows())
+    return [
+        snippet_task(queries[q], "", texts[d], SnippetConfig()).request
+        for q, d in pairs.select("query_id", "doc_id").iter_rows()
+    ]
+
+
+def llama_cpp_rates(backend: LlamaCppBackend, requests) -> tuple[float, float]:
+    """(prefill, decode) tokens/s from llama.cpp's own timings, one request at a time."""
+    server = backend._load()
+    prompt = prompt_ms = decoded = decode_ms = 0.0
+    for request in requests:
+        free = replace(request, constraint=None, max_new_tokens=32)  # decode speed over free text
+        timings = server.handle_chat_completions(chat_request(free))["timings"]
+        prompt, prompt_ms = prompt + timings["prompt_n"], prompt_ms + timings["prompt_ms"]
+        decoded, decode_ms = decoded + timings["predicted_n"], decode_ms + timings["predicted_ms"]
+    return prompt / prompt_ms * 1e3, decoded / decode_ms * 1e3
+
+
+def transformers_rates(gguf: Path, requests) -> tuple[float, float, float]:
+    """(prefill, decode) tokens/s of the old transformers path on the same GGUF (dequantized to
+    fp32, greedy, one request at a time), and its load time in seconds."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     began = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * tokens * hidden * inner * repeats / (time.perf_counter() - began) / 1e9
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    load_seconds = time.perf_counter() - began
+    prompt = prompt_s = decoded = decode_s = 0.0
+    for request in requests:
+        ids = tokenizer.apply_chat_template(
+            request.as_chat(), add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with torch.inference_mode():
+            began = time.perf_counter()
+            model(**ids, logits_to_keep=1)
+            prefill = time.perf_counter() - began
+            began = time.perf_counter()
+            out = model.generate(
+                **ids, max_new_tokens=32, min_new_tokens=32, do_sample=False, pad_token_id=tokenizer.eos_token_id
+            )
+            total = time.perf_counter() - began
+        prompt, prompt_s = prompt + ids["input_ids"].shape[1], prompt_s + prefill
+        new = out.shape[1] - ids["input_ids"].shape[1]
+        decoded, decode_s = decoded + new, decode_s + max(total - prefill, 1e-9)
+    return prompt / prompt_s, decoded / decode_s, load_seconds
 
 
-def flops_per_token(model) -> tuple[float, float]:
-    """(prefill, decode) FLOPs per token: 2 per weight of the transformer blocks' matrices, plus
-    the vocabulary projection when the token's logits are computed (every decode step; in prefill
-    only for the last prompt token, which is negligible)."""
-    blocks = sum(m.weight.numel() for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
-    head = model.get_output_embeddings().weight.numel()
-    return 2.0 * blocks, 2.0 * (blocks + head)
+def stage_rate(
+    stage: str, frames: dict, options: dict, backend: LlamaCppBackend, cache_path: Path
+) -> tuple[float, int]:
+    cache = CallCache(cache_path)
+    began = time.perf_counter()
+    _, stats = run_stage(stage, frames, options, backend, cache, batch_size=8)
+    cache.close()
+    return time.perf_counter() - began, stats.calls
+
+
+def bench_model(name: str, args, triplets, passages, home: Path) -> None:
+    pairs = candidate_sets(triplets, passages, others=2).head(args.pairs)
+    requests = sentence_requests(pairs, triplets, passages)
+    one = LlamaCppBackend(name, args.models_cache, parallel=1)
+    one.generate(requests[:1])  # load and warm up outside the timings
+    print(f"\n## {name} ({one.identity}), {len(requests)} SciFact stage-1 prompts, {os.cpu_count()} threads")
+
+    prefill, decode = llama_cpp_rates(one, requests)
+    old_prefill, old_decode, load = transformers_rates(
+        PRESETS[name].path(args.models_cache), requests[: max(2, len(requests) // 3)]
+    )
+    print(
+        f"1. llama.cpp: prefill {prefill:6.1f} tok/s, decode {decode:5.1f} tok/s | transformers fp32 (old path, "
+        f"{load:.0f} s to load): prefill {old_prefill:6.1f} tok/s, decode {old_decode:5.1f} tok/s | "
+        f"ratios {prefill / old_prefill:4.2f}x, {decode / old_decode:4.2f}x"
+    )
+
+    began = time.perf_counter()
+    single = one.generate(requests)
+    single_seconds = time.perf_counter() - began
+    one.close()
+    slots = LlamaCppBackend(name, args.models_cache, parallel=args.parallel)
+    slots.generate(requests[:1])
+    began = time.perf_counter()
+    parallel = slots.generate(requests)
+    parallel_seconds = time.perf_counter() - began
+    slots.close()
+    same = sum(a.text == b.text for a, b in zip(single, parallel))
+    print(
+        f"2. one at a time {single_seconds:6.1f} s; {args.parallel} slots {parallel_seconds:6.1f} s "
+        f"({single_seconds / parallel_seconds:4.2f}x); identical outputs {same}/{len(requests)}"
+    )
+
+    frames = {"candidates": pairs, "triplets": triplets, "passages": passages}
+    backend = LlamaCppBackend(name, args.models_cache, parallel=1)
+    rates = []
+    for mode in ("sentence", "span"):
+        seconds, calls = stage_rate("answer_snippets", frames, {"mode": mode}, backend, home / f"{name}-{mode}.sqlite")
+        rates.append(f"stage 1 {mode}: {calls / seconds * 60:5.1f} pairs/min")
+    windows = candidate_sets(triplets, passages, others=10).filter(
+        pl.col("query_id").is_in(triplets["query_id"].head(args.windows).implode())
+    )
+    seconds, calls = stage_rate(
+        "answerability_rankings",
+        {**frames, "candidates": windows, "snippets": None},
+        {},
+        backend,
+        home / f"{name}-rank.sqlite",
+    )
+    rates.append(f"stage 2: {calls / seconds * 60:5.2f} windows/min ({windows.height // max(1, calls)} passages each)")
+    print("3. " + "; ".join(rates))
+    backend.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")))
-    parser.add_argument("--queries", type=int, default=16)
-    parser.add_argument("--compare-pairs", type=int, default=16, help="pairs timed one at a time vs batched")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--models-cache", type=Path, default=Path(os.environ.get("ARHN_HOME", "data")) / "cache" / "models")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")),
+    )
+    parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--pairs", type=int, default=12, help="stage-1 prompts timed per measurement")
+    parser.add_argument("--windows", type=int, default=3, help="stage-2 windows (11 passages each) timed")
+    parser.add_argument("--parallel", type=int, default=2, help="slots compared with one request at a time")
+    parser.add_argument(
+        "--models-cache", type=Path, default=Path(os.environ.get("ARHN_HOME", "data")) / "cache" / "models"
+    )
     args = parser.parse_args()
-
     with tempfile.TemporaryDirectory(prefix="arhn-llm-bench-") as home:
-        data = ingest("scifact", ArhnPaths(home=Path(home), data_dir=args.data.resolve()), max_queries=args.queries, download=False)
-        triplets, passages = data.triplets, data.passages
-        pairs = snippet_pairs(triplets, passages)
-        texts = passage_texts(passages)
-        query_text = dict(triplets.select("query_id", "query_text").iter_rows())
-        prompts = [snippet_prompt(query_text[q], texts[d]) for q, d in pairs.select("query_id", "doc_id").iter_rows()]
-        requests = [GenerationRequest(p.messages, p.max_new_tokens) for p in prompts]
-        backend = TransformersBackend(cache_dir=args.models_cache, batch_size=args.batch_size)
-        tokenizer, model = backend._load()  # load (and convert the GGUF once) outside the timings
-        backend.generate(requests[:2])  # warm-up: thread pool, allocator
-        print(f"SciFact: {len(requests)} (query, passage) pairs from {triplets.height} queries; model {backend.identity}; "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-
-        # 1. One prompt at a time vs batched.
-        compared = requests[: args.compare_pairs]
-        backend.batch_size = 1
-        began = time.perf_counter()
-        single = backend.generate(compared)
-        single_seconds = time.perf_counter() - began
-        backend.batch_size = args.batch_size
-        began = time.perf_counter()
-        batched = backend.generate(compared)
-        batched_seconds = time.perf_counter() - began
-        same = sum(a.text == b.text for a, b in zip(single, batched))
-        print(f"1. {len(compared)} prompts one at a time: {single_seconds:6.1f} s; batched by {args.batch_size}: "
-              f"{batched_seconds:6.1f} s; speed-up {single_seconds / batched_seconds:4.2f}x; identical outputs {same}/{len(compared)}")
-
-        # 2. Prefill and decode rates vs the matmul ceiling. Prefill: one forward pass over each
-        # padded batch (real prompt tokens counted); decode: completion tokens over the rest.
-        chats = [tokenizer.apply_chat_template(r.as_chat(), tokenize=False, add_generation_prompt=True) for r in compared]
-        order = sorted(range(len(chats)), key=lambda i: len(chats[i]))
-        prefill_seconds, prompt_tokens = 0.0, 0
-        for start in range(0, len(order), args.batch_size):
-            encoded = tokenizer([chats[i] for i in order[start : start + args.batch_size]], return_tensors="pt", padding=True, add_special_tokens=False)
-            began = time.perf_counter()
-            with torch.inference_mode():
-                model(**encoded, logits_to_keep=1)
-            prefill_seconds += time.perf_counter() - began
-            prompt_tokens += int(encoded["attention_mask"].sum())
-        completion_tokens = sum(c.completion_tokens for c in batched)
-        decode_seconds = max(batched_seconds - prefill_seconds, 1e-9)
-        gflops = matmul_gflops(torch.float32)
-        prefill_flops, decode_flops = flops_per_token(model)
-        prefill_rate, decode_rate = prompt_tokens / prefill_seconds, completion_tokens / decode_seconds
-        prefill_ceiling, decode_ceiling = gflops * 1e9 / prefill_flops, gflops * 1e9 / decode_flops
-        print(f"2. fp32 matmul {gflops:6.1f} GFLOP/s (bf16 {matmul_gflops(torch.bfloat16):6.1f}); "
-              f"{prefill_flops / 1e9:.3f} GFLOP/token prefill, {decode_flops / 1e9:.3f} decode")
-        print(f"   prefill {prefill_rate:7.1f} tok/s of a {prefill_ceiling:7.1f} ceiling ({prefill_rate / prefill_ceiling:5.1%}); "
-              f"decode {decode_rate:6.1f} tok/s of a {decode_ceiling:7.1f} ceiling ({decode_rate / decode_ceiling:5.1%})")
-
-        # 3. The stage cold (fresh cache, fresh backend: the model load counts) vs warm.
-        frames = {"candidates": pairs, "triplets": triplets, "passages": passages}
-        options = {"batch_size": args.batch_size}
-        cache_path = Path(home) / "calls.sqlite"
-        timings = []
-        for label in ("cold", "warm"):
-            cache = CallCache(cache_path)
-            began = time.perf_counter()
-            frame, stats = run_stage("answer_snippets", frames, options, TransformersBackend(cache_dir=args.models_cache, batch_size=args.batch_size), cache)
-            timings.append(time.perf_counter() - began)
-            cache.close()
-            print(f"3. answer_snippets {label}: {timings[-1]:7.2f} s, {stats.calls} calls, {stats.cache_hits} cache hits, "
-                  f"statuses {dict(frame['status'].value_counts().iter_rows())}")
-        print(f"   warm re-materialization {timings[0] / timings[1]:7.0f}x faster than cold (target >= 50x)")
+        data = ingest(
+            "scifact",
+            ArhnPaths(home=Path(home), data_dir=args.data.resolve()),
+            IngestConfig(download=False, instruction=""),
+            QuerySample(max(args.pairs, args.windows)),
+        )
+        for name in args.models:
+            bench_model(name, args, data.triplets, data.passages, Path(home))
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec, default_model_path  # noqa: E402
-from arhn_assets.core.ingest import ingest  # noqa: E402
+from arhn_assets.core.ingest import IngestConfig, ingest
 from arhn_assets.core.mining import MiningConfig, mine_negatives  # noqa: E402
 from arhn_assets.core.mining_reference import mine_with_sentence_transformers  # noqa: E402
 from arhn_assets.core.paths import ArhnPaths  # noqa: E402
+from arhn_assets.core.sampling import QuerySample  # noqa: E402
 
 CONFIG = MiningConfig(num_negatives=10, relative_margin=0.05, sampling_strategy="top")
 
@@ -55,17 +56,24 @@ def pairs(frame: pl.DataFrame, triplets: pl.DataFrame) -> set[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")))
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")),
+    )
     parser.add_argument("--queries", type=int, default=None, help="cap on training queries (default: all 809)")
     parser.add_argument("--skip-bf16", action="store_true")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="arhn-bench-") as home:
         paths = ArhnPaths(home=Path(home), data_dir=args.data.resolve())
-        data = ingest("scifact", paths, max_queries=args.queries, download=False)
+        data = ingest("scifact", paths, IngestConfig(download=False), QuerySample(args.queries))
         triplets, passages = data.triplets, data.passages
-        print(f"SciFact: {triplets.height} train queries, {passages.height} passages; torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, CPU {platform.processor() or platform.machine()} ({cpu_matmul_flags()})")
+        print(
+            f"SciFact: {triplets.height} train queries, {passages.height} passages; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, CPU {platform.processor() or platform.machine()} "
+            f"({cpu_matmul_flags()})"
+        )
 
         # Warm up (allocator, thread pool, model files in the page cache) so neither side pays
         # the start-up of the process: the first timed run was otherwise ~10% slower.
@@ -74,11 +82,15 @@ def main() -> None:
         SentenceTransformer(default_model_path(), device="cpu").encode(passages["text"].head(64).to_list())
 
         def reference():
-            return mine_with_sentence_transformers(triplets, passages, SentenceTransformer(default_model_path(), device="cpu"), CONFIG)
+            return mine_with_sentence_transformers(
+                triplets, passages, SentenceTransformer(default_model_path(), device="cpu"), CONFIG
+            )
 
         st_negatives, st_seconds = timed(reference)
         expected = pairs(st_negatives, triplets)
-        print(f"sentence-transformers mine_hard_negatives, fp32, cold: {st_seconds:7.1f} s  ({len(expected)} negatives)")
+        print(
+            f"sentence-transformers mine_hard_negatives, fp32, cold: {st_seconds:7.1f} s  ({len(expected)} negatives)"
+        )
 
         def ours(precision: str, cache: str):
             encoder = Encoder(EncoderSpec(precision=precision), Path(home) / cache)  # type: ignore[arg-type]
@@ -88,7 +100,7 @@ def main() -> None:
         if not args.skip_bf16:
             runs.append(("bf16 cold", "bf16", "cache-bf16", 0.5))
         for label, precision, cache, target in runs:
-            result, seconds = timed(lambda: ours(precision, cache))
+            result, seconds = timed(lambda precision=precision, cache=cache: ours(precision, cache))
             got = pairs(result.candidates, triplets)
             agreement = len(got & expected) / max(len(expected), 1)
             encode = result.stats.encode.get("document", {})

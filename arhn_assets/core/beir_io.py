@@ -115,15 +115,27 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict | None, LineIssue | None]
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield number, None, LineIssue(str(path), number, "<line>", f"invalid UTF-8: {exc.reason} at byte {exc.start}")
+                yield (
+                    number,
+                    None,
+                    LineIssue(str(path), number, "<line>", f"invalid UTF-8: {exc.reason} at byte {exc.start}"),
+                )
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield number, None, LineIssue(str(path), number, "<line>", f"invalid JSON: {exc.msg} at column {exc.colno}")
+                yield (
+                    number,
+                    None,
+                    LineIssue(str(path), number, "<line>", f"invalid JSON: {exc.msg} at column {exc.colno}"),
+                )
                 continue
             if not isinstance(obj, dict):
-                yield number, None, LineIssue(str(path), number, "<line>", f"expected a JSON object, got {type(obj).__name__}")
+                yield (
+                    number,
+                    None,
+                    LineIssue(str(path), number, "<line>", f"expected a JSON object, got {type(obj).__name__}"),
+                )
                 continue
             yield number, obj, None
 

@@ -138,10 +138,14 @@ class EmbeddingStore:
         return self._blocks[0][[self._rows[h] for h in hashes]]
 
     def add(self, hashes: list[str], embeddings: np.ndarray) -> None:
-        frame = pl.DataFrame({
-            "text_hash": hashes,
-            "embedding": pl.Series(np.asarray(embeddings, dtype=np.float32)).cast(pl.Array(pl.Float32, embeddings.shape[1])),
-        })
+        frame = pl.DataFrame(
+            {
+                "text_hash": hashes,
+                "embedding": pl.Series(np.asarray(embeddings, dtype=np.float32)).cast(
+                    pl.Array(pl.Float32, embeddings.shape[1])
+                ),
+            }
+        )
         name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.folder / f".{name}.tmp"
         frame.write_parquet(tmp)

@@ -9,6 +9,8 @@ Per-query values are kept so configurations can be compared with paired tests (`
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,10 +21,23 @@ from arhn_assets.core.embeddings import Encoder
 
 METRICS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100", "mrr@10": "recip_rank"}
 QUERY_SCORES_SCHEMA = {"query_id": pl.String, "metric": pl.String, "value": pl.Float64}
+# Which model scored on what: the keys of the beir_scores and beir_query_scores tables.
+SCORE_KEYS = {
+    "dataset": pl.String,
+    "config": pl.String,
+    "model_path": pl.String,
+    "eval_dataset": pl.String,
+    "split": pl.String,
+}
+BEIR_SCORES_SCHEMA = {**SCORE_KEYS, "metric": pl.String, "value": pl.Float64}
+BEIR_QUERY_SCORES_SCHEMA = {**SCORE_KEYS, **QUERY_SCORES_SCHEMA}
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
+    split: str = "test"
+    # Further BEIR datasets (folders under ARHN_DATA_DIR) to score every model on, zero-shot.
+    eval_datasets: tuple[str, ...] = ()
     top_k: int = 100
     # Drop a retrieved passage whose id equals the query's id (ArguAna-style corpora, where each
     # query is itself a corpus document). Off by default, as in MTEB.
@@ -30,13 +45,17 @@ class EvaluationConfig:
     query_chunk_size: int = 1024
 
 
-def retrieve(encoder: Encoder, dataset: BeirDataset, query_ids: list[str], config: EvaluationConfig) -> dict[str, dict[str, float]]:
+def retrieve(
+    encoder: Encoder, dataset: BeirDataset, query_ids: list[str], config: EvaluationConfig
+) -> dict[str, dict[str, float]]:
     """{query_id: {doc_id: cosine score}} for the top_k passages of each query."""
     import torch
 
     corpus = dataset.corpus
     doc_ids = corpus["doc_id"].to_list()
-    doc_emb = torch.from_numpy(encoder.encode([passage_text(t, x) for t, x in corpus.select("title", "text").iter_rows()], "document"))
+    doc_emb = torch.from_numpy(
+        encoder.encode([passage_text(t, x) for t, x in corpus.select("title", "text").iter_rows()], "document")
+    )
     query_text = dict(dataset.queries.select("query_id", "text").iter_rows())
     query_emb = torch.from_numpy(encoder.encode([query_text[q] for q in query_ids], "query"))
     k = min(config.top_k + (1 if config.ignore_identical_ids else 0), len(doc_ids))
@@ -74,9 +93,9 @@ def qrels_dict(qrels: pl.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
-def evaluate(encoder: Encoder, dataset: BeirDataset, split: str, config: EvaluationConfig = EvaluationConfig()) -> pl.DataFrame:
-    """Per-query metrics of `encoder` on `split` of `dataset` (queries without judgments are skipped)."""
-    qrels = qrels_dict(dataset.qrels(split))
+def evaluate(encoder: Encoder, dataset: BeirDataset, config: EvaluationConfig = EvaluationConfig()) -> pl.DataFrame:
+    """Per-query metrics of `encoder` on `config.split` of `dataset` (queries without judgments are skipped)."""
+    qrels = qrels_dict(dataset.qrels(config.split))
     known = set(dataset.queries["query_id"].to_list())
     query_ids = sorted(q for q in qrels if q in known)
     return score_run(qrels, retrieve(encoder, dataset, query_ids, config))
@@ -100,5 +119,69 @@ def paired_tests(per_query: pl.DataFrame, reference: str, by: str = "config") ->
         t_p = float(stats.ttest_rel(pairs["value"], pairs["value_reference"]).pvalue) if np.any(delta) else 1.0
         w_p = float(stats.wilcoxon(delta).pvalue) if np.any(delta) else 1.0
         rows.append((other, metric, len(delta), float(delta.mean()) if len(delta) else 0.0, t_p, w_p))
-    return pl.DataFrame(rows, schema={by: pl.String, "metric": pl.String, "queries": pl.Int64, "delta": pl.Float64,
-                                      "p_ttest": pl.Float64, "p_wilcoxon": pl.Float64}, orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={
+            by: pl.String,
+            "metric": pl.String,
+            "queries": pl.Int64,
+            "delta": pl.Float64,
+            "p_ttest": pl.Float64,
+            "p_wilcoxon": pl.Float64,
+        },
+        orient="row",
+    )
+
+
+TIMINGS_SCHEMA = {
+    "eval_dataset": pl.String,
+    "config": pl.String,
+    "seconds": pl.Float64,
+    "passages_encoded": pl.Int64,
+    "passages_per_second": pl.Float64,
+    "query_prompt": pl.String,
+}
+
+
+def evaluate_models(
+    models: list[tuple[str, str]],
+    encoder_for: Callable[[str], Encoder],
+    dataset: str,
+    eval_name: str,
+    beir: BeirDataset,
+    config: EvaluationConfig,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-query scores (`BEIR_QUERY_SCORES_SCHEMA`) of each (config name, model path) on `beir`,
+    each model encoded by `encoder_for(path)`, and their timings (`TIMINGS_SCHEMA`)."""
+    frames, timings = [], []
+    for name, path in models:
+        encoder = encoder_for(path)
+        began = time.perf_counter()
+        per_query = evaluate(encoder, beir, config)
+        encoded = encoder.stats["document"]
+        timings.append(
+            (
+                eval_name,
+                name,
+                round(time.perf_counter() - began, 1),
+                encoded.encoded,
+                round(encoded.texts_per_second, 1),
+                encoder.spec.query_prompt,
+            )
+        )
+        keys = {
+            "dataset": dataset,
+            "config": name,
+            "model_path": path,
+            "eval_dataset": eval_name,
+            "split": config.split,
+        }
+        frames.append(
+            per_query.with_columns(**{k: pl.lit(v) for k, v in keys.items()}).select(BEIR_QUERY_SCORES_SCHEMA.keys())
+        )
+    return pl.concat(frames), pl.DataFrame(timings, schema=TIMINGS_SCHEMA, orient="row")
+
+
+def mean_per_model(query_scores: pl.DataFrame) -> pl.DataFrame:
+    """`beir_scores`: each model's mean of each metric over the queries (BEIR's reported figure)."""
+    return query_scores.group_by(*SCORE_KEYS, "metric", maintain_order=True).agg(value=pl.col("value").mean())

@@ -24,6 +24,7 @@ from arhn_assets.core.beir_io import (
 )
 from arhn_assets.core.instructions import resolve_instruction
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
+from arhn_assets.core.sampling import QuerySample
 from arhn_assets.core.triplet_formats import (
     PassageRegistry,
     TripletRecord,
@@ -48,10 +49,6 @@ TRIPLETS_SCHEMA = {
 QUARANTINE_SCHEMA = {"dataset": pl.String, **ISSUES_SCHEMA}
 
 
-class NoValidRows(ValueError):
-    """A landed file, or the whole dataset, yielded no valid training row."""
-
-
 @dataclass
 class IngestResult:
     dataset: str
@@ -72,7 +69,9 @@ class IngestResult:
                 .sort("len", descending=True)
                 .head(10)
             )
-            lines = [f"  {r['file']} [{r['field']}] {r['reason']} ({r['len']} rows)" for r in reasons.iter_rows(named=True)]
+            lines = [
+                f"  {r['file']} [{r['field']}] {r['reason']} ({r['len']} rows)" for r in reasons.iter_rows(named=True)
+            ]
             # Name every such file, also one whose reasons fell outside the first ten.
             named = set(reasons["file"])
             counts = dict(self.quarantine.group_by("file").len().iter_rows())
@@ -113,25 +112,41 @@ def _beir_records(beir: BeirDataset, split: str, issues: list[LineIssue]) -> lis
         if score is None or score <= 0:
             continue
         if query_id not in query_text:
-            issues.append(LineIssue(str(qrels_path), line, "query-id", f"unknown query id {query_id!r} (not in queries.jsonl)"))
+            issues.append(
+                LineIssue(str(qrels_path), line, "query-id", f"unknown query id {query_id!r} (not in queries.jsonl)")
+            )
             continue
         if doc_id not in known_docs:
-            issues.append(LineIssue(str(qrels_path), line, "corpus-id", f"unknown doc id {doc_id!r} (not in the corpus)"))
+            issues.append(
+                LineIssue(str(qrels_path), line, "corpus-id", f"unknown doc id {doc_id!r} (not in the corpus)")
+            )
             continue
         first_line.setdefault(query_id, line)
         docs = positives.setdefault(query_id, [])
         if doc_id not in docs:
             docs.append(doc_id)
     return [
-        TripletRecord(qid, query_text[qid], docs, [], None, None, None, f"beir:{split}", str(qrels_path), first_line[qid])
+        TripletRecord(
+            qid, query_text[qid], docs, [], None, None, None, f"beir:{split}", str(qrels_path), first_line[qid]
+        )
         for qid, docs in positives.items()
     ]
 
 
-def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, download: bool = True,
-           instruction: str | None = None) -> IngestResult:
-    """`instruction`: the dataset's task instruction (None: its known default, '' = none)."""
-    validate_dataset_key(dataset)
+@dataclass(frozen=True)
+class IngestConfig:
+    download: bool = field(default=True, metadata={"doc": "fetch a missing BEIR dataset with beir's downloader"})
+    instruction: str | None = field(
+        default=None,
+        metadata={
+            "doc": "what relevance means here, for both LLM prompts and an encoder prompt's {instruction} slot: "
+            "null = the known default of a BEIR dataset (core/instructions.py), '' = none"
+        },
+    )
+
+
+def _load_sources(dataset: str, paths: ArhnPaths, download: bool) -> tuple[list[Path], BeirDataset | None]:
+    """The dataset's landed files and its BEIR folder (None when there are landed files but no folder)."""
     files = landed_files(paths.landing_dir(dataset))
     try:
         # With landed files the BEIR folder is optional context, so never download for it.
@@ -140,44 +155,76 @@ def ingest(dataset: str, paths: ArhnPaths, max_queries: int | None = None, downl
         if not files:
             raise
         beir = None
+    return files, beir
 
-    issues: list[LineIssue] = list(beir.issues) if beir else []
-    registry = PassageRegistry.from_corpus(beir.corpus, beir.queries) if beir else PassageRegistry()
+
+def _read_landed_files(
+    files: list[Path], registry: PassageRegistry, issues: list[LineIssue]
+) -> tuple[list[TripletRecord], list[str]]:
+    """The records of every landed file, and the files that gave none; their issues go to `issues`."""
     records: list[TripletRecord] = []
     files_without_valid_rows: list[str] = []
-    split = None
-    if files:
-        # JSONL first: its passages define ids that Parquet rows may refer to.
-        for path in sorted(files, key=lambda p: (p.name.endswith(".parquet"), p.name)):
-            file_records, file_issues = read_landed_file(path, registry)
-            records.extend(file_records)
-            issues.extend(file_issues)
-            if not file_records:
-                files_without_valid_rows.append(str(path))
-    else:
-        split = beir.training_split()
-        records = _beir_records(beir, split, issues)
+    # JSONL first: its passages define ids that Parquet rows may refer to.
+    for path in sorted(files, key=lambda p: (p.name.endswith(".parquet"), p.name)):
+        file_records, file_issues = read_landed_file(path, registry)
+        records.extend(file_records)
+        issues.extend(file_issues)
+        if not file_records:
+            files_without_valid_rows.append(str(path))
+    return records, files_without_valid_rows
 
+
+def _drop_duplicate_queries(
+    records: list[TripletRecord], issues: list[LineIssue]
+) -> tuple[list[TripletRecord], set[str]]:
+    """The first record of each query, and the passage ids only a rejected duplicate brought.
+
+    Each rejected duplicate is quarantined in `issues`."""
     kept: list[TripletRecord] = []
     seen: dict[str, TripletRecord] = {}
     duplicates: list[TripletRecord] = []
     for record in records:
         first = seen.get(record.query_id)
         if first is not None:
-            issues.append(LineIssue(
-                record.source_file, record.source_line, "query_id",
-                f"duplicate query {record.query_id!r} (first seen at {Path(first.source_file).name}:{first.source_line}; that row is kept)",
-            ))
+            issues.append(
+                LineIssue(
+                    record.source_file,
+                    record.source_line,
+                    "query_id",
+                    f"duplicate query {record.query_id!r} (first seen at "
+                    f"{Path(first.source_file).name}:{first.source_line}; that row is kept)",
+                )
+            )
             duplicates.append(record)
             continue
         seen[record.query_id] = record
         kept.append(record)
     # A rejected duplicate leaves no passage behind that only it brought.
     orphans = _passage_ids(duplicates) - _passage_ids(kept)
-    if max_queries is not None:
-        kept = kept[:max_queries]
+    return kept, orphans
 
-    triplets = _records_frame(dataset, kept, resolve_instruction(dataset, instruction))
+
+def ingest(
+    dataset: str, paths: ArhnPaths, config: IngestConfig = IngestConfig(), sample: QuerySample = QuerySample()
+) -> IngestResult:
+    """The dataset's triplets (the queries `sample` picks), passages and quarantine."""
+    validate_dataset_key(dataset)
+    files, beir = _load_sources(dataset, paths, config.download)
+    issues: list[LineIssue] = list(beir.issues) if beir else []
+    registry = PassageRegistry.from_corpus(beir.corpus, beir.queries) if beir else PassageRegistry()
+    split = None
+    if files:
+        records, files_without_valid_rows = _read_landed_files(files, registry, issues)
+    else:
+        split = beir.training_split()
+        records, files_without_valid_rows = _beir_records(beir, split, issues), []
+
+    kept, orphans = _drop_duplicate_queries(records, issues)
+    # Sample after de-duplication, so the quarantine reports every duplicate, sampled or not.
+    picked = set(sample.pick([r.query_id for r in kept]))
+    kept = [r for r in kept if r.query_id in picked]
+
+    triplets = _records_frame(dataset, kept, resolve_instruction(dataset, config.instruction))
     quarantine = pl.DataFrame(
         [(dataset, i.file, i.line, i.field, i.reason) for i in issues], schema=QUARANTINE_SCHEMA, orient="row"
     )

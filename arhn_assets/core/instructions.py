@@ -16,14 +16,20 @@ from __future__ import annotations
 # Keyed by BEIR dataset name. A partition named `<name>-<anything>` (e.g. `scifact-qwen`,
 # `fiqa-rlhn`) takes the instruction of `<name>`.
 KNOWN_INSTRUCTIONS: dict[str, str] = {
-    "scifact": "The query is a scientific claim. A passage answers it when it reports evidence that supports or refutes the claim.",
-    "fiqa": "The query is a financial question. A passage answers it when it gives the information or advice asked for.",
-    "nfcorpus": "The query is a health or nutrition topic. A passage answers it when it reports findings on that topic.",
+    "scifact": "The query is a scientific claim. A passage answers it when it reports evidence that "
+    "supports or refutes the claim.",
+    "fiqa": "The query is a financial question. A passage answers it when it gives the information or "
+    "advice asked for.",
+    "nfcorpus": "The query is a health or nutrition topic. A passage answers it when it reports findings "
+    "on that topic.",
     "arguana": "The query is an argument. A passage answers it when it argues against that argument.",
-    "scidocs": "The query is the title of a scientific paper. A passage answers it when it is the abstract of a paper that paper would cite.",
-    "trec-covid": "The query is a question about COVID-19. A passage answers it when it reports evidence on that question.",
+    "scidocs": "The query is the title of a scientific paper. A passage answers it when it is the "
+    "abstract of a paper that paper would cite.",
+    "trec-covid": "The query is a question about COVID-19. A passage answers it when it reports evidence "
+    "on that question.",
     "quora": "The query is a question. A passage answers it when it asks the same question.",
-    "climate-fever": "The query is a claim about climate change. A passage answers it when it gives evidence that supports or refutes the claim.",
+    "climate-fever": "The query is a claim about climate change. A passage answers it when it gives "
+    "evidence that supports or refutes the claim.",
     "fever": "The query is a claim. A passage answers it when it gives evidence that supports or refutes the claim.",
     "hotpotqa": "The query is a multi-hop question. A passage answers it when it gives a fact needed for the answer.",
     "touche2020": "The query is a debate question. A passage answers it when it argues for or against it.",

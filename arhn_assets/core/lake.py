@@ -57,7 +57,5 @@ def write_partition(frame: pl.DataFrame, partition_dir: Path) -> Path:
 def read_partition(partition_dir: Path) -> pl.DataFrame:
     path = partition_dir / PART_FILE
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: materialize this asset for this dataset partition first"
-        )
+        raise FileNotFoundError(f"{path} does not exist: materialize this asset for this dataset partition first")
     return pl.read_parquet(path)

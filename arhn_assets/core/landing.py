@@ -100,16 +100,39 @@ def _dataset_run_key(dataset: str, files: list[LandedFile]) -> str:
     return f"landing:{dataset}:{digest}"
 
 
-def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_seconds: float = 30.0) -> LandingScan:
-    """Compare the landing folder with `cursor` (the previous scan's, or None the first time)."""
-    seen: dict[str, str] = dict((cursor or {}).get("files", {}))
-    reported: dict[str, str] = dict((cursor or {}).get("unreadable", {}))
+@dataclass
+class _Memory:
+    """The cursor's maps as this look updates them, and the files it found."""
+
+    seen: dict[str, str]  # file key -> signature already run
+    reported: dict[str, str]  # file key -> signature (or "refused-name") already reported unreadable
     # Read fine but not yet run (their dataset waits on another file): not probed again.
-    readable: dict[str, str] = dict((cursor or {}).get("readable", {}))
-    scan = LandingScan()
-    complete: dict[str, list[LandedFile]] = {}
-    present: set[str] = set()
+    readable: dict[str, str]
+    present: set[str] = field(default_factory=set)
+    complete: dict[str, list[LandedFile]] = field(default_factory=dict)  # per dataset, readable files
+
+    @classmethod
+    def from_cursor(cls, cursor: dict | None) -> _Memory:
+        cursor = cursor or {}
+        return cls(
+            seen=dict(cursor.get("files", {})),
+            reported=dict(cursor.get("unreadable", {})),
+            readable=dict(cursor.get("readable", {})),
+        )
+
+    def to_cursor(self) -> dict:
+        # Forget removed files, so one landed again under the same name counts as new.
+        return {
+            "files": {key: sig for key, sig in self.seen.items() if key in self.present},
+            "unreadable": {key: sig for key, sig in self.reported.items() if key in self.present},
+            "readable": {key: sig for key, sig in self.readable.items() if key in self.present},
+        }
+
+
+def _dataset_folders(landing_root: Path, scan: LandingScan) -> list[tuple[str, Path]]:
+    """The valid dataset folders, also listed in `scan.datasets`; invalid names go to `scan.invalid_folders`."""
     folders = sorted(p for p in landing_root.iterdir() if p.is_dir()) if landing_root.is_dir() else []
+    valid: list[tuple[str, Path]] = []
     for folder in folders:
         if folder.name.startswith("."):
             continue
@@ -119,46 +142,58 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
             scan.invalid_folders.append(folder.name)
             continue
         scan.datasets.append(dataset)
-        for path in sorted(folder.iterdir()):
-            if not is_landed_file(path):
-                continue
-            try:
-                validate_file_name(path.name)
-            except InvalidFileName as refused:
-                # Never opened (nor stat'ed): the dataset waits until the file is renamed or removed.
-                unnamed = LandedFile(dataset, path.name, 0, 0)
-                scan.blocked.setdefault(dataset, []).append(str(refused))
-                present.add(unnamed.key)
-                if reported.get(unnamed.key) != "refused-name":
-                    scan.newly_unreadable.append((unnamed, str(refused)))
-                    reported[unnamed.key] = "refused-name"
-                continue
-            if not path.is_file():
-                continue
-            try:
-                stat = path.stat()
-            except FileNotFoundError:  # renamed or removed between listing and stat
-                continue
-            landed = LandedFile(dataset, path.name, stat.st_mtime_ns, stat.st_size)
-            present.add(landed.key)
-            if now - stat.st_mtime_ns / 1e9 < settle_seconds:
-                scan.settling.append(landed)
-                continue
-            if seen.get(landed.key) == landed.signature:
-                complete.setdefault(dataset, []).append(landed)
-                continue
-            problem = None if readable.get(landed.key) == landed.signature else probe_landed_file(path)
-            if problem is not None:
-                scan.blocked.setdefault(dataset, []).append(f"{path}: {problem}")
-                if reported.get(landed.key) != landed.signature:
-                    scan.newly_unreadable.append((landed, problem))
-                    reported[landed.key] = landed.signature
-                continue
-            reported.pop(landed.key, None)
-            readable[landed.key] = landed.signature
-            complete.setdefault(dataset, []).append(landed)
-            scan.changed.setdefault(dataset, []).append(landed)
+        valid.append((dataset, folder))
+    return valid
 
+
+def _refuse_name(dataset: str, path: Path, refused: InvalidFileName, scan: LandingScan, memory: _Memory) -> None:
+    # Never opened (nor stat'ed): the dataset waits until the file is renamed or removed.
+    unnamed = LandedFile(dataset, path.name, 0, 0)
+    scan.blocked.setdefault(dataset, []).append(str(refused))
+    memory.present.add(unnamed.key)
+    if memory.reported.get(unnamed.key) != "refused-name":
+        scan.newly_unreadable.append((unnamed, str(refused)))
+        memory.reported[unnamed.key] = "refused-name"
+
+
+def _check_file(
+    dataset: str, path: Path, now: float, settle_seconds: float, scan: LandingScan, memory: _Memory
+) -> None:
+    """Sort one landed file into settling, blocked, already run, or changed."""
+    try:
+        validate_file_name(path.name)
+    except InvalidFileName as refused:
+        _refuse_name(dataset, path, refused, scan, memory)
+        return
+    if not path.is_file():
+        return
+    try:
+        stat = path.stat()
+    except FileNotFoundError:  # renamed or removed between listing and stat
+        return
+    landed = LandedFile(dataset, path.name, stat.st_mtime_ns, stat.st_size)
+    memory.present.add(landed.key)
+    if now - stat.st_mtime_ns / 1e9 < settle_seconds:
+        scan.settling.append(landed)
+        return
+    if memory.seen.get(landed.key) == landed.signature:
+        memory.complete.setdefault(dataset, []).append(landed)
+        return
+    problem = None if memory.readable.get(landed.key) == landed.signature else probe_landed_file(path)
+    if problem is not None:
+        scan.blocked.setdefault(dataset, []).append(f"{path}: {problem}")
+        if memory.reported.get(landed.key) != landed.signature:
+            scan.newly_unreadable.append((landed, problem))
+            memory.reported[landed.key] = landed.signature
+        return
+    memory.reported.pop(landed.key, None)
+    memory.readable[landed.key] = landed.signature
+    memory.complete.setdefault(dataset, []).append(landed)
+    scan.changed.setdefault(dataset, []).append(landed)
+
+
+def _settle_changes(scan: LandingScan, memory: _Memory) -> None:
+    """Keep the changed datasets that may run now, give each a run key, and mark their files as run."""
     settling_datasets = {f.dataset for f in scan.settling}
     for dataset in list(scan.changed):
         # Wait while the dataset still has a file being written or one that cannot be read: the
@@ -166,15 +201,21 @@ def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_sec
         if dataset in settling_datasets or dataset in scan.blocked:
             del scan.changed[dataset]
             continue
-        scan.run_keys[dataset] = _dataset_run_key(dataset, complete[dataset])
+        scan.run_keys[dataset] = _dataset_run_key(dataset, memory.complete[dataset])
     for files in scan.changed.values():
         for landed in files:
-            seen[landed.key] = landed.signature
-            readable.pop(landed.key)
-    # Forget removed files, so one landed again under the same name counts as new.
-    scan.cursor = {
-        "files": {key: sig for key, sig in seen.items() if key in present},
-        "unreadable": {key: sig for key, sig in reported.items() if key in present},
-        "readable": {key: sig for key, sig in readable.items() if key in present},
-    }
+            memory.seen[landed.key] = landed.signature
+            memory.readable.pop(landed.key)
+
+
+def scan_landing(landing_root: Path, cursor: dict | None, now: float, settle_seconds: float = 30.0) -> LandingScan:
+    """Compare the landing folder with `cursor` (the previous scan's, or None the first time)."""
+    memory = _Memory.from_cursor(cursor)
+    scan = LandingScan()
+    for dataset, folder in _dataset_folders(landing_root, scan):
+        for path in sorted(folder.iterdir()):
+            if is_landed_file(path):
+                _check_file(dataset, path, now, settle_seconds, scan, memory)
+    _settle_changes(scan, memory)
+    scan.cursor = memory.to_cursor()
     return scan

@@ -9,7 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from arhn_assets.core.beir_io import passage_text
-from arhn_assets.core.mining import MiningConfig, DedupedCorpus
+from arhn_assets.core.mining import DedupedCorpus, MiningConfig
 
 REFERENCE_SCHEMA = {"query_text": pl.String, "doc_id": pl.String, "score": pl.Float64}
 
@@ -57,6 +57,4 @@ def mine_with_sentence_transformers(
     for query, documents, scores in zip(mined["query"], mined["positive"], mined["scores"]):
         for document, score in zip(documents[1:], scores[1:]):
             rows[(query, id_of_text[document])] = score
-    return pl.DataFrame(
-        [(q, d, s) for (q, d), s in rows.items()], schema=REFERENCE_SCHEMA, orient="row"
-    )
+    return pl.DataFrame([(q, d, s) for (q, d), s in rows.items()], schema=REFERENCE_SCHEMA, orient="row")

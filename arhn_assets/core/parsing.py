@@ -137,7 +137,9 @@ def find_verbatim(span: str, passage: str) -> str | None:
     return found.strip() or None
 
 
-def parse_snippet(text: str, passage: str, no_answer_token: str = "NO_ANSWER", strip_prefix: str | None = None) -> SnippetParse:
+def parse_snippet(
+    text: str, passage: str, no_answer_token: str = "NO_ANSWER", strip_prefix: str | None = None
+) -> SnippetParse:
     raw = text or ""
     body = strip_thinking(raw).strip()
     # The span as written first: a label-like first word ("Answer-set programming …") may be
@@ -163,7 +165,9 @@ def parse_snippet(text: str, passage: str, no_answer_token: str = "NO_ANSWER", s
 SENTENCE_CHOICE = re.compile(r"^\s*(?:\[?(\d{1,6})\]?)\s*(?:(?:-|–|to)\s*\[?(\d{1,6})\]?)?\s*\.?\s*$")
 
 
-def parse_sentence_choice(text: str, sentences: list[tuple[int, int]], passage: str, no_answer_token: str = "NO_ANSWER") -> SnippetParse:
+def parse_sentence_choice(
+    text: str, sentences: list[tuple[int, int]], passage: str, no_answer_token: str = "NO_ANSWER"
+) -> SnippetParse:
     """Stage 1 in sentence mode: `3`, `2-4` or NO_ANSWER, over `sentences` ((start, end) offsets
     into `passage`, numbered from 1). The snippet is the passage's own text from the first chosen
     sentence to the last, so it is verbatim by construction; a number outside the passage or any
@@ -186,8 +190,9 @@ def parse_sentence_choice(text: str, sentences: list[tuple[int, int]], passage: 
     return SnippetParse("answer", span, raw) if span else SnippetParse("invalid", None, raw)
 
 
-def answer_probability(first_token: Sequence[tuple[str, float]] | None, no_answer_token: str = "NO_ANSWER",
-                       numbers_only: bool = False) -> float | None:
+def answer_probability(
+    first_token: Sequence[tuple[str, float]] | None, no_answer_token: str = "NO_ANSWER", numbers_only: bool = False
+) -> float | None:
     """P(the completion does not start NO_ANSWER), from the first token's alternatives.
 
     A token counts for NO_ANSWER when its text (stripped, any case) starts the marker ('N', 'NO',

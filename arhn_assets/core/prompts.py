@@ -34,7 +34,12 @@ def load_template(name: str, directory: Path = TEMPLATE_DIR) -> dict:
     path = directory / f"{name}.yaml"
     template = yaml.safe_load(path.read_text(encoding="utf-8"))
     version = template.get("version") if isinstance(template, dict) else None
-    if not isinstance(template, dict) or template.get("name") != name or not isinstance(version, int) or isinstance(version, bool):
+    if (
+        not isinstance(template, dict)
+        or template.get("name") != name
+        or not isinstance(version, int)
+        or isinstance(version, bool)
+    ):
         raise ValueError(f"{path}: a template needs 'name: {name}' and an integer 'version'")
     return template
 
@@ -56,14 +61,19 @@ def _task(spec: dict, instruction: str) -> str:
 def snippet_prompt(query: str, passage: str, max_words: int = 300, instruction: str = "") -> Prompt:
     """Stage 1, span mode: the passage's first `max_words` words."""
     spec = load_template("answer_snippet")
-    user = spec["user"].format(task=_task(spec, instruction), query=query.strip(), passage=truncate_words(passage, max_words))
+    user = spec["user"].format(
+        task=_task(spec, instruction), query=query.strip(), passage=truncate_words(passage, max_words)
+    )
     return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), spec["max_new_tokens"])
 
 
 def sentence_prompt(query: str, sentences: list[str], instruction: str = "") -> Prompt:
     """Stage 1, sentence mode: the passage's sentences numbered from 1, one per line."""
     spec = load_template("answer_sentence")
-    lines = "\n".join(spec["sentence"].format(id=i, sentence=sanitize_passage(" ".join(s.split()))) for i, s in enumerate(sentences, 1))
+    lines = "\n".join(
+        spec["sentence"].format(id=i, sentence=sanitize_passage(" ".join(s.split())))
+        for i, s in enumerate(sentences, 1)
+    )
     user = spec["user"].format(task=_task(spec, instruction), query=query.strip(), sentences=lines)
     return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), spec["max_new_tokens"])
 
@@ -76,11 +86,13 @@ def ranking_prompt(query: str, passages: list[str], max_words: int = 100, instru
         spec["passage"].format(id=i, passage=sanitize_passage(truncate_words(text, max_words)))
         for i, text in enumerate(passages, start=1)
     ]
-    user = "\n".join([
-        spec["prefix"].format(num=len(passages), query=query),
-        *([_task(spec, instruction)] if instruction else []),
-        *lines,
-        spec["suffix"].format(num=len(passages), query=query),
-    ])
+    user = "\n".join(
+        [
+            spec["prefix"].format(num=len(passages), query=query),
+            *([_task(spec, instruction)] if instruction else []),
+            *lines,
+            spec["suffix"].format(num=len(passages), query=query),
+        ]
+    )
     budget = len(" > ".join(f"[{i}]" for i in range(1, len(passages) + 1))) + spec["max_new_tokens_slack"]
     return Prompt(spec["name"], spec["version"], (("system", spec["system"]), ("user", user)), budget)

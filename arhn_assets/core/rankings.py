@@ -25,7 +25,7 @@ import polars as pl
 
 from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
-from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
+from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE, CallCache, CallStats, cached_generate
 from arhn_assets.core.llm.constraints import ranking
 from arhn_assets.core.mining import judged
 from arhn_assets.core.parsing import RankingParse, RankingStatus, parse_ranking
@@ -125,26 +125,44 @@ class RankingConfig:
     # count one judgment twice). `snippet_else_passage` shows the grounded span where there is one.
     # `answer_probability`: no listwise call; candidates ranked by stage 1's answer probability.
     rank_on: RankOn = "passage"
-    batch_size: int = 16
     # Let the backend force a complete ranking where it can (a grammar on llama.cpp, a regex on vLLM).
     constrained: bool = True
 
 
-def llm_judge(backend: LLMBackend, cache: CallCache, texts: dict[tuple[str, str], str], queries: dict[str, tuple[str, str]],
-              config: RankingConfig, stats: CallStats) -> Judge:
+def llm_judge(
+    backend: LLMBackend,
+    cache: CallCache,
+    texts: dict[tuple[str, str], str],
+    queries: dict[str, tuple[str, str]],
+    config: RankingConfig,
+    stats: CallStats,
+    batch_size: int,
+) -> Judge:
     """A window judge that asks `backend` through the call cache; `texts[(query, doc)]` is what it
     reads, `queries[query]` the query's text and task instruction."""
     spec = load_template(TEMPLATE)
 
     def judge(requests: list[WindowRequest]) -> list[RankingParse]:
         prompts = [
-            ranking_prompt(queries[r.query_id][0], [texts[(r.query_id, d)] for d in r.doc_ids], config.max_words, queries[r.query_id][1])
+            ranking_prompt(
+                queries[r.query_id][0],
+                [texts[(r.query_id, d)] for d in r.doc_ids],
+                config.max_words,
+                queries[r.query_id][1],
+            )
             for r in requests
         ]
         completions = cached_generate(
-            backend, cache, spec["name"], spec["version"],
-            [GenerationRequest(p.messages, p.max_new_tokens, ranking(len(r.doc_ids)) if config.constrained else None)
-             for p, r in zip(prompts, requests)], config.batch_size, stats,
+            backend,
+            cache,
+            spec["name"],
+            spec["version"],
+            [
+                GenerationRequest(p.messages, p.max_new_tokens, ranking(len(r.doc_ids)) if config.constrained else None)
+                for p, r in zip(prompts, requests)
+            ],
+            batch_size,
+            stats,
         )
         return [parse_ranking(c.text, len(r.doc_ids), spec["output_pattern"]) for c, r in zip(completions, requests)]
 
@@ -159,15 +177,22 @@ def rank_candidates(
     backend: LLMBackend,
     cache: CallCache,
     config: RankingConfig = RankingConfig(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tuple[pl.DataFrame, CallStats]:
-    """Rank each query's candidate set (positives and negatives, shuffled with a fixed seed)."""
+    """Rank each query's candidate set (positives and negatives, shuffled with a fixed seed);
+    `batch_size` window requests go to the backend at a time."""
     if config.rank_on != "passage" and snippets is None:
         raise ValueError(f"rank_on={config.rank_on!r} needs the answer_snippets table")
-    queries = {q: (text, instruction or "") for q, text, instruction in triplets.select("query_id", "query_text", "instruction").iter_rows()}
+    queries = {
+        q: (text, instruction or "")
+        for q, text, instruction in triplets.select("query_id", "query_text", "instruction").iter_rows()
+    }
     sets: dict[str, list[str]] = {}
     dataset_of: dict[str, str] = {}
     positives: dict[str, set[str]] = {}
-    for dataset, query_id, doc_id, source in judged(candidates).select("dataset", "query_id", "doc_id", "source").iter_rows():
+    for dataset, query_id, doc_id, source in (
+        judged(candidates).select("dataset", "query_id", "doc_id", "source").iter_rows()
+    ):
         sets.setdefault(query_id, []).append(doc_id)
         dataset_of[query_id] = dataset
         if source == "positive":
@@ -179,25 +204,42 @@ def rank_candidates(
         model, version = snippets["model"][0], snippets["prompt_version"][0]
     else:
         texts = _window_texts(sets, passages, snippets, config.rank_on)
-        judge = llm_judge(backend, cache, texts, queries, config, stats)
+        judge = llm_judge(backend, cache, texts, queries, config, stats, batch_size)
         results = rank_with_sliding_windows(shuffled_sets, judge, config.window_size, config.step)
         model, version = backend.identity, load_template(TEMPLATE)["version"]
     rows = []
     for query_id, result in results.items():
         ranks = [i for i, d in enumerate(result.ranking, start=1) if d in positives.get(query_id, set())]
-        rows.append((
-            dataset_of[query_id], query_id, result.ranking, min(ranks, default=None), result.status,
-            result.windows, result.window_statuses, model, version,
-        ))
+        rows.append(
+            (
+                dataset_of[query_id],
+                query_id,
+                result.ranking,
+                min(ranks, default=None),
+                result.status,
+                result.windows,
+                result.window_statuses,
+                model,
+                version,
+            )
+        )
     return pl.DataFrame(rows, schema=RANKINGS_SCHEMA, orient="row"), stats
 
 
-def _window_texts(sets: dict[str, list[str]], passages: pl.DataFrame, snippets: pl.DataFrame | None, rank_on: RankOn) -> dict[tuple[str, str], str]:
+def _window_texts(
+    sets: dict[str, list[str]], passages: pl.DataFrame, snippets: pl.DataFrame | None, rank_on: RankOn
+) -> dict[tuple[str, str], str]:
     """What the listwise judge reads for each (query, candidate)."""
     full = passage_texts(passages)
-    grounded = {} if snippets is None else {
-        (q, d): s for q, d, s, status in snippets.select("query_id", "doc_id", "snippet", "status").iter_rows() if status == "answer"
-    }
+    grounded = (
+        {}
+        if snippets is None
+        else {
+            (q, d): s
+            for q, d, s, status in snippets.select("query_id", "doc_id", "snippet", "status").iter_rows()
+            if status == "answer"
+        }
+    )
     texts = {}
     for query_id, docs in sets.items():
         for doc_id in docs:
@@ -215,11 +257,15 @@ def pointwise_rankings(sets: dict[str, list[str]], snippets: pl.DataFrame, backe
     probability = {(q, d): p for q, d, p in snippets.select("query_id", "doc_id", "answer_probability").iter_rows()}
     missing = [(q, d) for q, docs in sets.items() for d in docs if probability.get((q, d)) is None]
     if missing:
-        models = sorted(set(snippets.filter(pl.col("answer_probability").is_null())["model"].to_list())) or ["(no snippet row)"]
+        models = sorted(set(snippets.filter(pl.col("answer_probability").is_null())["model"].to_list())) or [
+            "(no snippet row)"
+        ]
         raise ValueError(
-            f"rank_on='answer_probability' needs answer_snippets.answer_probability, but {len(missing)} candidates have none "
+            f"rank_on='answer_probability' needs answer_snippets.answer_probability, but {len(missing)} "
+            f"candidates have none "
             f"(e.g. query {missing[0][0]}, passage {missing[0][1]}): the {backend} backend's model {', '.join(models)} "
             "returned no log-probabilities. "
-            "Use a backend that gives them (embedded llama.cpp, vLLM, a server answering `logprobs`) or rank_on='passage'."
+            "Use a backend that gives them (embedded llama.cpp, vLLM, a server answering `logprobs`) or "
+            "rank_on='passage'."
         )
     return {q: RankingResult(q, sorted(docs, key=lambda d: -probability[(q, d)])) for q, docs in sets.items()}

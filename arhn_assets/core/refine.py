@@ -18,31 +18,31 @@ Configurations (ARHN's, plus RLHN's for comparison, castorini/rlhn `techniques.p
 - `remove`: a query with any flagged negative is dropped whole;
 - `hn_remove`: every flagged negative is dropped.
 Every configuration but `baseline` drops a query with more than `max_flagged` of the negatives it
-acts on flagged (RLHN's threshold, 8; R counts relabel flags, F filter flags, the others both). A query whose ranking is invalid keeps its labels unchanged and is counted;
-a query left without negatives is kept (in-batch negatives still train it), dropped, or
-backfilled from its reserve (negatives mined past `num_negatives` and never judged; without a
-reserve it is dropped), as configured, and counted either way.
+acts on flagged (RLHN's threshold, 8; R counts relabel flags, F filter flags, the others both).
+A query whose ranking is invalid keeps its labels unchanged and is counted; a query left without
+negatives is kept (in-batch negatives still train it), dropped, or backfilled from its reserve
+(negatives mined past `num_negatives` and never judged; without a reserve it is dropped), as
+configured, and counted either way.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import polars as pl
-
-from arhn_assets.core.beir_io import passage_text
 
 CONFIGS = ("baseline", "R", "F", "R+F", "remove", "hn_remove")
 Decision = Literal["keep_negative", "relabel_positive", "filter_ambiguous", "keep_positive"]
 
 # Which flags count towards `max_flagged` (and towards `remove`), as RLHN's filter_string does.
 FLAGS_COUNTED = {
-    "baseline": set(), "R": {"relabel"}, "F": {"filter"},
-    "R+F": {"relabel", "filter"}, "remove": {"relabel", "filter"}, "hn_remove": {"relabel", "filter"},
+    "baseline": set(),
+    "R": {"relabel"},
+    "F": {"filter"},
+    "R+F": {"relabel", "filter"},
+    "remove": {"relabel", "filter"},
+    "hn_remove": {"relabel", "filter"},
 }
 DECISIONS_SCHEMA = {
     "dataset": pl.String,
@@ -98,6 +98,74 @@ def _usable(status: str, config: RefineConfig) -> bool:
     return status == "ok" or (config.accept_repaired_rankings and status in ("repetition", "missing_documents"))
 
 
+@dataclass(frozen=True)
+class QueryJudgment:
+    """What the judge said of one query's candidates, and the flags it raises."""
+
+    dataset: str
+    query_id: str
+    docs: list[tuple[str, str]]  # (doc_id, source) of the judged candidates, positives included
+    reserve: list[str]  # unjudged negatives kept aside for backfill
+    llm_rank: dict[str, int]
+    status: str  # the ranking's status
+    usable: bool  # the ranking may be acted on
+    positive_rank: int | None  # rank of the best-ranked original positive
+    flags: dict[str, str | None]  # negative -> 'relabel' | 'filter' | None
+
+
+def _check_probabilities(snippets: pl.DataFrame, config: RefineConfig) -> None:
+    if config.answered_by == "answer_probability" and snippets["answer_probability"].is_null().any():
+        models = sorted(set(snippets.filter(pl.col("answer_probability").is_null())["model"].to_list()))
+        raise ValueError(
+            f"answered_by='answer_probability' needs answer probabilities, but model {', '.join(models)} gave none "
+            "for some snippets (its backend returned no log-probabilities); use answered_by='snippet'"
+        )
+
+
+def judge_query(
+    group: pl.DataFrame, ranking: list[str] | None, status: str, answers: dict[str, bool], config: RefineConfig
+) -> QueryJudgment:
+    """One query's candidates (`group`), its ranking and which candidates answer: the flags."""
+    llm_rank = {doc: i for i, doc in enumerate(ranking or [], start=1)}
+    docs = group.filter(pl.col("source") != "reserve").select("doc_id", "source").rows()
+    usable = _usable(status, config) and all(d in llm_rank for d, _ in docs)
+    positives = [d for d, source in docs if source == "positive"]
+    positive_rank = min((llm_rank[d] for d in positives), default=None) if usable else None
+    flags = {}
+    for doc, source in docs:
+        if source == "positive":
+            continue
+        above = usable and llm_rank[doc] < positive_rank
+        relabel = above and (answers[doc] or not config.relabel_requires_snippet)
+        flags[doc] = "relabel" if relabel else "filter" if (usable and not above and answers[doc]) else None
+    dataset, query_id = group["dataset"][0], group["query_id"][0]
+    reserve = group.filter(pl.col("source") == "reserve")["doc_id"].to_list()
+    return QueryJudgment(dataset, query_id, docs, reserve, llm_rank, status, usable, positive_rank, flags)
+
+
+def apply_configuration(
+    name: str, judged: QueryJudgment, config: RefineConfig
+) -> tuple[dict[str, str], bool, str | None, list[str]]:
+    """What configuration `name` does to one query: each negative's decision, whether the query
+    is kept, why not (or why it changed), and the reserve negatives it is backfilled with."""
+    flagged = sum(f in FLAGS_COUNTED[name] for f in judged.flags.values())
+    kept, note = True, None
+    if name != "baseline" and not judged.usable:
+        note = "invalid_ranking"
+    elif name == "remove" and flagged:
+        kept, note = False, "flagged_negatives"
+    elif name != "baseline" and config.max_flagged is not None and flagged > config.max_flagged:
+        kept, note = False, "too_many_flagged"
+    decisions = {doc: _decision(name, flag) if note is None else "keep_negative" for doc, flag in judged.flags.items()}
+    backfill: list[str] = []
+    if kept and judged.flags and "keep_negative" not in decisions.values():
+        if config.empty_negatives == "backfill" and judged.reserve:
+            note, backfill = "backfilled", judged.reserve
+        else:
+            note, kept = "no_negatives_left", config.empty_negatives == "keep"
+    return decisions, kept, note, backfill
+
+
 def decide(
     candidates: pl.DataFrame, snippets: pl.DataFrame, rankings: pl.DataFrame, config: RefineConfig = RefineConfig()
 ) -> pl.DataFrame:
@@ -107,56 +175,48 @@ def decide(
     snippets: (query_id, doc_id, status, answer_probability); rankings: (query_id, ranking: list of
     doc ids, status).
     """
-    if config.answered_by == "answer_probability" and snippets["answer_probability"].is_null().any():
-        models = sorted(set(snippets.filter(pl.col("answer_probability").is_null())["model"].to_list()))
-        raise ValueError(f"answered_by='answer_probability' needs answer probabilities, but model {', '.join(models)} gave none "
-                         "for some snippets (its backend returned no log-probabilities); use answered_by='snippet'")
-    snippet_status = {(q, d): s for q, d, s in snippets.select("query_id", "doc_id", "status").iter_rows()}
-    probability = {(q, d): p for q, d, p in snippets.select("query_id", "doc_id", "answer_probability").iter_rows()}
+    _check_probabilities(snippets, config)
+    evidence = {
+        (q, d): (s, p)
+        for q, d, s, p in snippets.select("query_id", "doc_id", "status", "answer_probability").iter_rows()
+    }
     ranking_of = {q: (r, s) for q, r, s in rankings.select("query_id", "ranking", "status").iter_rows()}
-    rows: list[tuple] = []
-    for (dataset, query_id), group in candidates.group_by("dataset", "query_id", maintain_order=True):
+    rows: list[dict] = []
+    for (query_id,), group in candidates.group_by("query_id", maintain_order=True):
         ranking, status = ranking_of.get(query_id, (None, "wrong_format"))
-        llm_rank = {doc: i for i, doc in enumerate(ranking or [], start=1)}
-        docs = group.filter(pl.col("source") != "reserve").select("doc_id", "source").rows()
-        reserve = group.filter(pl.col("source") == "reserve")["doc_id"].to_list()
-        positives = [d for d, source in docs if source == "positive"]
-        usable = _usable(status, config) and all(d in llm_rank for d, _ in docs)
-        positive_rank = min((llm_rank[d] for d in positives), default=None) if usable else None
-        flags = {}
-        for doc, source in docs:
-            if source == "positive":
-                continue
-            answered = config.answers(snippet_status.get((query_id, doc)), probability.get((query_id, doc)))
-            above = usable and llm_rank[doc] < positive_rank
-            relabel = above and (answered or not config.relabel_requires_snippet)
-            flags[doc] = ("relabel" if relabel else "filter" if (usable and not above and answered) else None)
+        answers = {d: config.answers(*evidence.get((query_id, d), (None, None))) for d in group["doc_id"]}
+        judged = judge_query(group, ranking, status, answers, config)
         for name in config.configs:
-            flagged = sum(f in FLAGS_COUNTED[name] for f in flags.values())
-            kept, note = True, None
-            if name != "baseline" and not usable:
-                note = "invalid_ranking"
-            elif name == "remove" and flagged:
-                kept, note = False, "flagged_negatives"
-            elif name != "baseline" and config.max_flagged is not None and flagged > config.max_flagged:
-                kept, note = False, "too_many_flagged"
-            decisions = {doc: _decision(name, flags[doc]) if note is None else "keep_negative" for doc in flags}
-            backfill: list[str] = []
-            if kept and flags and "keep_negative" not in decisions.values():
-                if config.empty_negatives == "backfill" and reserve:
-                    note, backfill = "backfilled", reserve
-                else:
-                    note, kept = "no_negatives_left", config.empty_negatives == "keep"
-            for doc in backfill:
-                rows.append((dataset, name, query_id, doc, "negative", False, None, None, None, positive_rank, status, "keep_negative", kept, note))
-            for doc, source in docs:
-                answered = snippet_status.get((query_id, doc))
-                rows.append((
-                    dataset, name, query_id, doc, "positive" if source == "positive" else "negative",
-                    answered == "answer", answered, probability.get((query_id, doc)), llm_rank.get(doc), positive_rank, status,
-                    "keep_positive" if source == "positive" else decisions[doc], kept, note,
-                ))
-    return pl.DataFrame(rows, schema=DECISIONS_SCHEMA, orient="row")
+            decisions, kept, note, backfill = apply_configuration(name, judged, config)
+            common = {
+                "dataset": judged.dataset,
+                "config": name,
+                "query_id": query_id,
+                "positive_rank": judged.positive_rank,
+                "ranking_status": status,
+                "query_kept": kept,
+                "query_note": note,
+            }
+            rows += [
+                common
+                | {"doc_id": doc, "original_label": "negative", "has_snippet": False, "decision": "keep_negative"}
+                for doc in backfill
+            ]
+            for doc, source in judged.docs:
+                snippet_status, probability = evidence.get((query_id, doc), (None, None))
+                rows.append(
+                    common
+                    | {
+                        "doc_id": doc,
+                        "original_label": "positive" if source == "positive" else "negative",
+                        "has_snippet": snippet_status == "answer",
+                        "snippet_status": snippet_status,
+                        "answer_probability": probability,
+                        "llm_rank": judged.llm_rank.get(doc),
+                        "decision": "keep_positive" if source == "positive" else decisions[doc],
+                    }
+                )
+    return pl.DataFrame(rows, schema=DECISIONS_SCHEMA).select(DECISIONS_SCHEMA.keys())
 
 
 def _decision(config: str, flag: str | None) -> Decision:
@@ -181,82 +241,82 @@ def refined_triplets(decisions: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+SUMMARY_SCHEMA = {
+    "dataset": pl.String,
+    "config": pl.String,
+    "queries": pl.Int64,
+    "queries_kept": pl.Int64,
+    "queries_dropped": pl.Int64,
+    "invalid_rankings": pl.Int64,
+    "left_without_negatives": pl.Int64,
+    "backfilled": pl.Int64,
+    "candidates": pl.Int64,
+    "positives": pl.Int64,
+    "negatives": pl.Int64,
+    "relabeled": pl.Int64,
+    "filtered": pl.Int64,
+    "kept_negatives": pl.Int64,
+    "training_positives": pl.Int64,
+    "training_negatives": pl.Int64,
+    "relabel_rate": pl.Float64,  # relabeled / negatives (all original negatives of the configuration)
+    "filter_rate": pl.Float64,  # filtered / negatives
+}
+
+
 def summary(decisions: pl.DataFrame) -> pl.DataFrame:
-    """Per configuration: queries kept and dropped, negatives relabeled, filtered and kept, rates."""
-    negatives = pl.col("original_label") == "negative"
-    per_query = decisions.group_by("config", "query_id").agg(
-        kept=pl.col("query_kept").first(), note=pl.col("query_note").first()
+    """Per dataset and configuration (`SUMMARY_SCHEMA`): queries kept and dropped, candidates,
+    negatives relabeled, filtered and kept, what trains, and the relabel and filter rates. The
+    one computation of these figures: the asset metadata, the relabel-rate check and the
+    warehouse's relabel_summary all read it."""
+    decision, kept = pl.col("decision"), pl.col("query_kept")
+    per_query = decisions.group_by("dataset", "config", "query_id").agg(
+        kept=kept.all(), note=pl.col("query_note").first()
     )
-    counts = decisions.filter(negatives).group_by("config").agg(
-        negatives=pl.len(),
-        relabeled=(pl.col("decision") == "relabel_positive").sum(),
-        filtered=(pl.col("decision") == "filter_ambiguous").sum(),
-    )
-    queries = per_query.group_by("config").agg(
+    queries = per_query.group_by("dataset", "config").agg(
         queries=pl.len(),
         queries_kept=pl.col("kept").sum(),
+        queries_dropped=(~pl.col("kept")).sum(),
         invalid_rankings=(pl.col("note") == "invalid_ranking").sum(),
         left_without_negatives=(pl.col("note") == "no_negatives_left").sum(),
         backfilled=(pl.col("note") == "backfilled").sum(),
     )
-    return queries.join(counts, on="config", how="left").with_columns(
-        relabel_rate=pl.col("relabeled") / pl.col("negatives"),
-        filter_rate=pl.col("filtered") / pl.col("negatives"),
-    ).sort("config")
+    candidates = decisions.group_by("dataset", "config").agg(
+        candidates=pl.len(),
+        positives=(pl.col("original_label") == "positive").sum(),
+        negatives=(pl.col("original_label") == "negative").sum(),
+        relabeled=(decision == "relabel_positive").sum(),
+        filtered=(decision == "filter_ambiguous").sum(),
+        kept_negatives=(decision == "keep_negative").sum(),
+        training_positives=(kept & decision.is_in(["keep_positive", "relabel_positive"])).sum(),
+        training_negatives=(kept & (decision == "keep_negative")).sum(),
+    )
+    negatives = pl.col("negatives").cast(pl.Float64)
+    return (
+        queries.join(candidates, on=["dataset", "config"])
+        .with_columns(relabel_rate=pl.col("relabeled") / negatives, filter_rate=pl.col("filtered") / negatives)
+        .sort("dataset", "config")
+        .select(SUMMARY_SCHEMA.keys())
+        .cast(SUMMARY_SCHEMA)
+    )
 
 
-def decision_examples(decisions: pl.DataFrame, triplets: pl.DataFrame, passages: pl.DataFrame, snippets: pl.DataFrame, limit: int = 10) -> pl.DataFrame:
+def decision_examples(
+    decisions: pl.DataFrame, triplets: pl.DataFrame, passages: pl.DataFrame, snippets: pl.DataFrame, limit: int = 10
+) -> pl.DataFrame:
     """The decisions that changed a label, beside the texts behind them (query, passage, the
     LLM's snippet), so a reviewer can judge each one without a join of their own."""
     changed = decisions.filter(pl.col("decision").is_in(["relabel_positive", "filter_ambiguous"])).head(limit)
-    texts = passages.select("doc_id", passage=pl.concat_str(pl.col("title").fill_null(""), pl.col("text").fill_null(""), separator=" ").str.strip_chars())
+    texts = passages.select(
+        "doc_id",
+        passage=pl.concat_str(
+            pl.col("title").fill_null(""), pl.col("text").fill_null(""), separator=" "
+        ).str.strip_chars(),
+    )
     return (
         changed.join(triplets.select("query_id", "query_text"), on="query_id", how="left")
         .join(texts, on="doc_id", how="left")
         .join(snippets.select("query_id", "doc_id", "snippet"), on=["query_id", "doc_id"], how="left")
-        .select("config", "query_id", "query_text", "doc_id", "decision", "llm_rank", "positive_rank", "snippet", "passage")
+        .select(
+            "config", "query_id", "query_text", "doc_id", "decision", "llm_rank", "positive_rank", "snippet", "passage"
+        )
     )
-
-
-def _texts(passages: pl.DataFrame) -> dict[str, tuple[str, str]]:
-    return {d: (t or "", x or "") for d, t, x in passages.select("doc_id", "title", "text").iter_rows()}
-
-
-def export_training_files(refined: pl.DataFrame, triplets: pl.DataFrame, passages: pl.DataFrame, folder: Path) -> dict[str, str]:
-    """Write each configuration's refined set as FlagEmbedding JSONL, Tevatron JSONL and a
-    sentence-transformers (anchor, positive, negative) Parquet; returns {file kind: path}.
-
-    Files are written under a temporary name and renamed, so a reader never sees half a file."""
-    folder = Path(folder)
-    texts = _texts(passages)
-    queries = dict(triplets.select("query_id", "query_text").iter_rows())
-    written: dict[str, str] = {}
-    for (config,), group in refined.group_by("config", maintain_order=True):
-        target = folder / config.replace("+", "_plus_")
-        target.mkdir(parents=True, exist_ok=True)
-        bge, tevatron, rows = [], [], []
-        for query_id, positives, negatives in group.select("query_id", "positive_ids", "negative_ids").iter_rows():
-            query = queries[query_id]
-            full = {d: passage_text(*texts[d]) for d in positives + negatives}
-            bge.append({"query": query, "pos": [full[d] for d in positives], "neg": [full[d] for d in negatives]})
-            tevatron.append({
-                "query_id": query_id, "query": query,
-                "positive_passages": [{"docid": d, "title": texts[d][0], "text": texts[d][1]} for d in positives],
-                "negative_passages": [{"docid": d, "title": texts[d][0], "text": texts[d][1]} for d in negatives],
-            })
-            rows.extend((query, full[p], full[n]) for p in positives for n in negatives)
-        outputs = {
-            "flagembedding": (target / "flagembedding.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in bge) + "\n"),
-            "tevatron": (target / "tevatron.jsonl", "\n".join(json.dumps(r, ensure_ascii=False) for r in tevatron) + "\n"),
-        }
-        for kind, (path, content) in outputs.items():
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(content, encoding="utf-8")
-            os.replace(tmp, path)
-            written[f"{config}/{kind}"] = str(path)
-        parquet = target / "sentence_transformers.parquet"
-        tmp = parquet.with_name(f".{parquet.name}.tmp")
-        pl.DataFrame(rows, schema={"anchor": pl.String, "positive": pl.String, "negative": pl.String}, orient="row").write_parquet(tmp)
-        os.replace(tmp, parquet)
-        written[f"{config}/sentence_transformers"] = str(parquet)
-    return written

@@ -13,6 +13,18 @@ from arhn_assets.core.evaluation import METRICS, paired_tests
 REFERENCE = "baseline"
 
 
+REPORT_SCHEMA = {
+    "dataset": pl.String,
+    "eval_dataset": pl.String,
+    "config": pl.String,
+    "metric": pl.String,
+    "value": pl.Float64,
+    "delta": pl.Float64,
+    "p_ttest": pl.Float64,
+    "p_wilcoxon": pl.Float64,
+}
+
+
 def comparison(scores: pl.DataFrame, query_scores: pl.DataFrame, reference: str = REFERENCE) -> pl.DataFrame:
     """One row per (eval_dataset, config, metric): the mean, and its delta vs `reference` with
     paired t-test and Wilcoxon p-values over the same queries (null for the reference itself)."""
@@ -20,10 +32,16 @@ def comparison(scores: pl.DataFrame, query_scores: pl.DataFrame, reference: str 
     for (eval_dataset,), group in query_scores.group_by("eval_dataset", maintain_order=True):
         if reference in set(group["config"]):
             frames.append(paired_tests(group, reference).with_columns(eval_dataset=pl.lit(eval_dataset)))
-    tests = pl.concat(frames) if frames else pl.DataFrame(schema={"config": pl.String, "metric": pl.String, "eval_dataset": pl.String})
+    tests = (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(schema={"config": pl.String, "metric": pl.String, "eval_dataset": pl.String})
+    )
     means = scores.select("eval_dataset", "config", "metric", "value")
     # In the order of `scores`: the base model, then the configurations as refine produced them.
-    return means.join(tests.drop("queries", strict=False), on=["eval_dataset", "config", "metric"], how="left", maintain_order="left")
+    return means.join(
+        tests.drop("queries", strict=False), on=["eval_dataset", "config", "metric"], how="left", maintain_order="left"
+    )
 
 
 def frame_markdown(frame: pl.DataFrame, rows: int = 10, max_text: int = 80) -> str:
@@ -48,7 +66,12 @@ def markdown_table(table: pl.DataFrame) -> str:
     lines = []
     for (eval_dataset,), group in table.group_by("eval_dataset", maintain_order=True):
         metrics = [m for m in METRICS if m in set(group["metric"])]
-        lines += [f"**{eval_dataset}**", "", "| config | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+        lines += [
+            f"**{eval_dataset}**",
+            "",
+            "| config | " + " | ".join(metrics) + " |",
+            "|---|" + "---:|" * len(metrics),
+        ]
         for (config,), rows in group.group_by("config", maintain_order=True):
             cells = []
             by_metric = {r["metric"]: r for r in rows.to_dicts()}

@@ -16,18 +16,18 @@ P(not NO_ANSWER), a continuous answerability score that a yes/no decision would 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
 
 from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
-from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate
+from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE, CallCache, CallStats, cached_generate
 from arhn_assets.core.llm.constraints import sentences as sentence_constraint
 from arhn_assets.core.mining import judged
 from arhn_assets.core.parsing import SnippetParse, answer_probability, parse_sentence_choice, parse_snippet
-from arhn_assets.core.prompts import Prompt, load_template, sentence_prompt, snippet_prompt, truncate_words
+from arhn_assets.core.prompts import load_template, sentence_prompt, snippet_prompt, truncate_words
 
 SNIPPETS_SCHEMA = {
     "dataset": pl.String,
@@ -51,9 +51,14 @@ SnippetMode = Literal["span", "sentence"]
 
 @dataclass(frozen=True)
 class SnippetConfig:
-    max_words: int = 300  # passage words the LLM reads
-    batch_size: int = 32
-    mode: SnippetMode = "sentence"
+    max_words: int = field(default=300, metadata={"doc": "passage words the LLM reads"})
+    mode: SnippetMode = field(
+        default="sentence",
+        metadata={
+            "doc": "span: the paper's free answer span; sentence: numbered sentences chosen under a "
+            "grammar (for small models)"
+        },
+    )
     # First-token alternatives asked for `answer_probability` (llama.cpp and vLLM give up to 20).
     top_logprobs: int = 20
 
@@ -71,24 +76,30 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 
 
 @dataclass(frozen=True)
-class _Item:
-    passage: str  # what the model reads (truncated to max_words)
-    sentences: list[tuple[int, int]]
-    prompt: Prompt
+class SnippetTask:
+    """One (query, passage) as stage 1 asks it: what the model reads and the request it gets."""
+
+    passage: str  # the passage truncated to max_words
+    sentences: list[tuple[int, int]]  # sentence mode: offsets of the numbered sentences in `passage`
+    request: GenerationRequest
+
+    def parse(self, text: str, spec: dict) -> SnippetParse:
+        if not self.sentences:
+            return parse_snippet(text, self.passage, spec["no_answer_token"], spec.get("strip_prefix"))
+        return parse_sentence_choice(text, self.sentences, self.passage, spec["no_answer_token"])
 
 
-def _item(query: str, instruction: str, text: str, config: SnippetConfig) -> _Item:
+def snippet_task(query: str, instruction: str, text: str, config: SnippetConfig) -> SnippetTask:
     passage = truncate_words(text, config.max_words)
     if config.mode == "span":
-        return _Item(passage, [], snippet_prompt(query, passage, config.max_words, instruction))
-    spans = split_sentences(passage) or [(0, len(passage))]
-    return _Item(passage, spans, sentence_prompt(query, [passage[a:b] for a, b in spans], instruction))
-
-
-def _parse(item: _Item, text: str, mode: SnippetMode, spec: dict) -> SnippetParse:
-    if mode == "span":
-        return parse_snippet(text, item.passage, spec["no_answer_token"], spec.get("strip_prefix"))
-    return parse_sentence_choice(text, item.sentences, item.passage, spec["no_answer_token"])
+        prompt, spans, constraint = snippet_prompt(query, passage, config.max_words, instruction), [], None
+    else:
+        spans = split_sentences(passage) or [(0, len(passage))]
+        prompt = sentence_prompt(query, [passage[a:b] for a, b in spans], instruction)
+        constraint = sentence_constraint(len(spans))
+    return SnippetTask(
+        passage, spans, GenerationRequest(prompt.messages, prompt.max_new_tokens, constraint, config.top_logprobs)
+    )
 
 
 def extract_snippets(
@@ -98,30 +109,45 @@ def extract_snippets(
     backend: LLMBackend,
     cache: CallCache,
     config: SnippetConfig = SnippetConfig(),
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tuple[pl.DataFrame, CallStats]:
     """One row per judged candidate (`SNIPPETS_SCHEMA`); the task instruction is each query's own
-    (`raw_triplets.instruction`)."""
+    (`raw_triplets.instruction`). `batch_size` requests go to the backend at a time, each batch
+    cached as it returns."""
     spec = load_template(TEMPLATES[config.mode])
-    queries = {q: (text, instruction or "") for q, text, instruction in triplets.select("query_id", "query_text", "instruction").iter_rows()}
+    queries = {
+        q: (text, instruction or "")
+        for q, text, instruction in triplets.select("query_id", "query_text", "instruction").iter_rows()
+    }
     texts = passage_texts(passages)
     rows = judged(candidates).select("dataset", "query_id", "doc_id", "source").rows()
-    items = [_item(*queries[q], texts[d], config) for _, q, d, _ in rows]
-    requests = [
-        GenerationRequest(
-            item.prompt.messages, item.prompt.max_new_tokens,
-            sentence_constraint(len(item.sentences)) if config.mode == "sentence" else None, config.top_logprobs,
-        )
-        for item in items
-    ]
+    tasks = [snippet_task(*queries[q], texts[d], config) for _, q, d, _ in rows]
     stats = CallStats()
-    completions = cached_generate(backend, cache, spec["name"], spec["version"], requests, config.batch_size, stats)
+    completions = cached_generate(
+        backend, cache, spec["name"], spec["version"], [t.request for t in tasks], batch_size, stats
+    )
     out = []
-    for (dataset, query_id, doc_id, source), item, completion in zip(rows, items, completions):
-        parsed = _parse(item, completion.text, config.mode, spec)
-        probability = answer_probability(completion.first_token_logprobs, spec["no_answer_token"], config.mode == "sentence")
-        out.append((
-            dataset, query_id, doc_id, source == "positive", parsed.snippet, parsed.status, probability, completion.text,
-            backend.identity, spec["name"], spec["version"], completion.prompt_tokens, completion.completion_tokens,
-            completion.cached,
-        ))
+    for (dataset, query_id, doc_id, source), task, completion in zip(rows, tasks, completions):
+        parsed = task.parse(completion.text, spec)
+        probability = answer_probability(
+            completion.first_token_logprobs, spec["no_answer_token"], config.mode == "sentence"
+        )
+        out.append(
+            (
+                dataset,
+                query_id,
+                doc_id,
+                source == "positive",
+                parsed.snippet,
+                parsed.status,
+                probability,
+                completion.text,
+                backend.identity,
+                spec["name"],
+                spec["version"],
+                completion.prompt_tokens,
+                completion.completion_tokens,
+                completion.cached,
+            )
+        )
     return pl.DataFrame(out, schema=SNIPPETS_SCHEMA, orient="row"), stats

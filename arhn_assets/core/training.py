@@ -32,6 +32,23 @@ from arhn_assets.core.embeddings import default_model_path, model_fingerprint
 from arhn_assets.core.lake import process_alive
 
 TRAINING_META = "arhn_training.json"
+TRAINED_SCHEMA = {
+    "dataset": pl.String,
+    "config": pl.String,
+    "model_path": pl.String,
+    "base_model_path": pl.String,
+    "base_model": pl.String,
+    "model_fingerprint": pl.String,
+    "data_fingerprint": pl.String,
+    "loss": pl.String,
+    "train_rows": pl.Int64,
+    "queries": pl.Int64,
+    "steps": pl.Int64,
+    "train_seconds": pl.Float64,
+    "steps_per_second": pl.Float64,
+    "train_loss": pl.Float64,
+    "reused": pl.Boolean,
+}
 
 
 @dataclass(frozen=True)
@@ -113,7 +130,11 @@ def teacher_scores(teacher: str, mined: pl.DataFrame, rankings: pl.DataFrame) ->
     if teacher == "mining_score":
         return {(q, d): s for q, d, s in mined.select("query_id", "doc_id", "score").iter_rows()}
     if teacher == "llm_rank":
-        return {(q, d): -float(r) for q, ranking in rankings.select("query_id", "ranking").iter_rows() for r, d in enumerate(ranking, 1)}
+        return {
+            (q, d): -float(r)
+            for q, ranking in rankings.select("query_id", "ranking").iter_rows()
+            for r, d in enumerate(ranking, 1)
+        }
     raise ValueError(f"unknown teacher {teacher!r}; choose 'mining_score' or 'llm_rank'")
 
 
@@ -151,34 +172,100 @@ def train_retriever(
 ) -> TrainingResult:
     """Fine-tune `config.base_model` and save it to `output` (replaced whole, via a temporary
     folder). A folder trained on the same data with the same config and base model is reused."""
-    import torch
-    from datasets import Dataset, DatasetDict
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
-
     base = model_fingerprint(config.base_model_path)
     fingerprint = data_fingerprint(rows, pairs)
     recipe = {"base_model": base, "config": asdict(config), "data_fingerprint": fingerprint}
-    meta_path = output / TRAINING_META
-    if meta_path.exists():
-        previous = json.loads(meta_path.read_text())
-        if {k: previous.get(k) for k in recipe} == recipe:
-            return TrainingResult(str(output), base, fingerprint, previous["train_rows"], previous["queries"],
-                                  previous["steps"], previous["train_seconds"], previous["train_loss"], reused=True)
+    if (previous := _reused_result(output, recipe)) is not None:
+        return previous
     if config.loss == "distill_kl" and pairs.height:
         raise ValueError("distill_kl needs a hard negative on every row: use empty_negatives drop or backfill")
     if rows.height + pairs.height == 0:
         raise ValueError("no training rows: the configuration kept no query")
 
+    model, train = _model_and_datasets(rows, pairs, config)
+    tmp = _fresh_temporary_folder(output)
+    output_metrics, seconds = _fit(model, train, config, tmp)
+    queries = len(
+        set(rows["anchor"].to_list() if rows.height else []) | set(pairs["anchor"].to_list() if pairs.height else [])
+    )
+    meta = recipe | {
+        "description": description,
+        "train_rows": rows.height + pairs.height,
+        "queries": queries,
+        "steps": int(output_metrics.global_step),
+        "train_seconds": round(seconds, 2),
+        "train_loss": float(output_metrics.training_loss),
+    }
+    _save_model(model, tmp, meta, description.get("name"))
+    _swap_into_place(tmp, output)
+    return TrainingResult(
+        str(output),
+        base,
+        fingerprint,
+        meta["train_rows"],
+        queries,
+        meta["steps"],
+        seconds,
+        meta["train_loss"],
+        reused=False,
+    )
+
+
+def _reused_result(output: Path, recipe: dict) -> TrainingResult | None:
+    """The result recorded in `output` if it was trained with exactly `recipe` (base model, config
+    and data fingerprint), else None."""
+    meta_path = output / TRAINING_META
+    if not meta_path.exists():
+        return None
+    previous = json.loads(meta_path.read_text())
+    if {k: previous.get(k) for k in recipe} != recipe:
+        return None
+    return TrainingResult(
+        str(output),
+        recipe["base_model"],
+        recipe["data_fingerprint"],
+        previous["train_rows"],
+        previous["queries"],
+        previous["steps"],
+        previous["train_seconds"],
+        previous["train_loss"],
+        reused=True,
+    )
+
+
+def _model_and_datasets(rows: pl.DataFrame, pairs: pl.DataFrame, config: TrainingConfig):
+    """The base model to fine-tune, and the training data: one dataset, or a dict of two (with and
+    without hard negatives) that the trainer interleaves."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
     model = SentenceTransformer(config.base_model_path, device="cuda" if torch.cuda.is_available() else "cpu")
     if config.max_seq_length:
         model.max_seq_length = config.max_seq_length
-    datasets = {name: Dataset.from_polars(frame) for name, frame in (("hard_negatives", rows), ("in_batch_only", pairs)) if frame.height}
-    train = datasets if len(datasets) > 1 else next(iter(datasets.values()))
+    datasets = {
+        name: Dataset.from_polars(frame)
+        for name, frame in (("hard_negatives", rows), ("in_batch_only", pairs))
+        if frame.height
+    }
+    return model, datasets if len(datasets) > 1 else next(iter(datasets.values()))
+
+
+def _fresh_temporary_folder(output: Path) -> Path:
+    """An empty folder, beside `output` and named after this process, to build the new model in."""
     _remove_leftovers(output)
     tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from a training that raised
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def _fit(model, train, config: TrainingConfig, tmp: Path):
+    """Train `model` in place; returns the trainer's output and the seconds it took."""
+    from datasets import DatasetDict
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
+
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -197,26 +284,28 @@ def train_retriever(
         disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=DatasetDict(train) if isinstance(train, dict) else train, loss=_loss(model, config)
+        model=model,
+        args=args,
+        train_dataset=DatasetDict(train) if isinstance(train, dict) else train,
+        loss=_loss(model, config),
     )
     began = time.perf_counter()
     output_metrics = trainer.train()
     seconds = time.perf_counter() - began
     shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-    queries = len(set(rows["anchor"].to_list() if rows.height else []) | set(pairs["anchor"].to_list() if pairs.height else []))
-    meta = recipe | {
-        "description": description,
-        "train_rows": rows.height + pairs.height,
-        "queries": queries,
-        "steps": int(output_metrics.global_step),
-        "train_seconds": round(seconds, 2),
-        "train_loss": float(output_metrics.training_loss),
-    }
-    model.model_card_data.model_name = description.get("name")
+    return output_metrics, seconds
+
+
+def _save_model(model, tmp: Path, meta: dict, name: str | None) -> None:
+    """Save `model` to `tmp` with the training record in its model card and in TRAINING_META."""
+    model.model_card_data.model_name = name
     model.save(str(tmp))
     with open(tmp / "README.md", "a", encoding="utf-8") as card:
         card.write("\n\n## arhn training record\n\n```json\n" + json.dumps(meta, indent=2) + "\n```\n")
     (tmp / TRAINING_META).write_text(json.dumps(meta, indent=2))
+
+
+def _swap_into_place(tmp: Path, output: Path) -> None:
     # The old model stays whole until the new one is complete: moved aside, the new one renamed
     # into place, then the old one deleted. A kill at any point leaves one complete model (or,
     # between the two renames, the old one aside, which the next run's leftovers sweep removes).
@@ -225,4 +314,3 @@ def train_retriever(
         os.replace(output, old)
     os.replace(tmp, output)
     shutil.rmtree(old, ignore_errors=True)
-    return TrainingResult(str(output), base, fingerprint, meta["train_rows"], queries, meta["steps"], seconds, meta["train_loss"], reused=False)

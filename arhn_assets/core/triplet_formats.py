@@ -21,7 +21,13 @@ from arhn_assets.core.beir_io import LineIssue, iter_jsonl, passage_text
 from arhn_assets.core.paths import InvalidFileName, validate_file_name
 
 LANDED_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-PASSAGES_SCHEMA = {"dataset": pl.String, "doc_id": pl.String, "title": pl.String, "text": pl.String, "origin": pl.String}
+PASSAGES_SCHEMA = {
+    "dataset": pl.String,
+    "doc_id": pl.String,
+    "title": pl.String,
+    "text": pl.String,
+    "origin": pl.String,
+}
 OWN_PARQUET_COLUMNS = ("query_id", "query_text", "positive_ids", "provided_negative_ids")
 
 
@@ -254,8 +260,16 @@ def parse_parquet_row(row: dict, registry: PassageRegistry, file: str, line: int
                 raise RowError(f"{name}[{i}]", f"unknown doc id {doc_id!r} (not in the corpus or any landed file)")
         id_lists[name] = values
     return TripletRecord(
-        query_id, query_text, id_lists["positive_ids"], id_lists["provided_negative_ids"],
-        None, None, None, "parquet", file, line,
+        query_id,
+        query_text,
+        id_lists["positive_ids"],
+        id_lists["provided_negative_ids"],
+        None,
+        None,
+        None,
+        "parquet",
+        file,
+        line,
     )
 
 
@@ -277,7 +291,9 @@ def read_landed_file(path: Path, registry: PassageRegistry) -> tuple[list[Triple
             return [], [LineIssue(file, 0, "<file>", f"unreadable Parquet: {exc}")]
         missing = [c for c in OWN_PARQUET_COLUMNS if c not in frame.columns]
         if missing:
-            return [], [LineIssue(file, 0, "<file>", f"missing columns {missing}; expected {list(OWN_PARQUET_COLUMNS)}")]
+            return [], [
+                LineIssue(file, 0, "<file>", f"missing columns {missing}; expected {list(OWN_PARQUET_COLUMNS)}")
+            ]
         rows = frame.select(OWN_PARQUET_COLUMNS).iter_rows(named=True)
         parse, numbered = parse_parquet_row, ((i, row, None) for i, row in enumerate(rows, start=1))
     else:

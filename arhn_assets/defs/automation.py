@@ -45,7 +45,9 @@ def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     # Paths are read at evaluation time, not import time, so the daemon and tests see the
     # environment they run with.
     paths = ArhnPaths.from_env()
-    scan = scan_landing(paths.home / "landing", json.loads(context.cursor) if context.cursor else None, time.time(), SETTLE_SECONDS)
+    scan = scan_landing(
+        paths.home / "landing", json.loads(context.cursor) if context.cursor else None, time.time(), SETTLE_SECONDS
+    )
     for name in scan.invalid_folders:
         context.log.warning(f"landing/{name}/ skipped: not a valid dataset name (letters, digits, '-', '_', '.')")
     for landed, problem in scan.newly_unreadable:
@@ -53,7 +55,9 @@ def landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     for dataset, problems in scan.blocked.items():
         context.log.warning(f"{dataset}: waiting until these files are fixed or removed: {'; '.join(problems)}")
     if scan.settling:
-        context.log.info("still being written (modified < %ds ago): %s" % (SETTLE_SECONDS, ", ".join(f.key for f in scan.settling)))
+        context.log.info(
+            f"still being written (modified < {SETTLE_SECONDS}s ago): {', '.join(f.key for f in scan.settling)}"
+        )
     existing = set(context.instance.get_dynamic_partitions(dataset_partitions.name))
     new_datasets = [d for d in scan.datasets if d not in existing]
     run_requests = [

@@ -10,72 +10,57 @@ import dagster as dg
 import polars as pl
 
 from arhn_assets.core import checks
-from arhn_assets.core.audit import AUDIT_SCHEMA
+from arhn_assets.core.contracts import TABLES, TableContract
 from arhn_assets.core.embeddings import model_fingerprint
-from arhn_assets.core.evaluation import QUERY_SCORES_SCHEMA
-from arhn_assets.core.ingest import QUARANTINE_SCHEMA, TRIPLETS_SCHEMA
-from arhn_assets.core.mining import CANDIDATES_SCHEMA
-from arhn_assets.core.rankings import RANKINGS_SCHEMA
-from arhn_assets.core.refine import DECISIONS_SCHEMA, REFINED_SCHEMA
-from arhn_assets.core.snippets import SNIPPETS_SCHEMA
-from arhn_assets.core.triplet_formats import PASSAGES_SCHEMA
-from arhn_assets.defs.evaluation import KEYS as SCORE_KEYS
+from arhn_assets.core.refine import summary
+from arhn_assets.dagster_config import SettingsMixin, resource_with_settings
 from arhn_assets.defs.partitions import dataset_partitions
-from arhn_assets.defs.training import TRAINED_SCHEMA
 from arhn_assets.metadata import markdown_preview
 
 
-class QualityBounds(dg.ConfigurableResource):
-    """Where the LLM stages' outputs stop being trustworthy. The defaults suit a capable judge
-    (Qwen3 and the like); configs/main-cpu.yaml loosens them for the 135M embedded model."""
-
-    min_grounded_rate: float = 0.5  # answers that are verbatim spans of their passage
-    max_invalid_ranking_rate: float = 0.2  # rankings that were not clean permutations
-    max_relabel_rate: float = 0.3  # judged negatives turned into positives, per configuration
-    max_filter_rate: float = 0.5  # judged negatives dropped as ambiguous, per configuration
-    anchor_tolerance: float = 0.005  # base-model nDCG@10 vs its published figure
+class _QualityBounds(dg.ConfigurableResource, SettingsMixin):
+    """Where the LLM stages' outputs stop being trustworthy (core.checks.QualityBounds): the
+    defaults suit a capable judge; configs/*.yaml loosen them for the small embedded ones."""
 
 
-def _result(outcome: checks.CheckOutcome, check_name: str | None = None, asset: str | None = None) -> dg.AssetCheckResult:
+QualityBounds = resource_with_settings(_QualityBounds, checks.QualityBounds)
+
+
+def _result(
+    outcome: checks.CheckOutcome, check_name: str | None = None, asset: str | None = None
+) -> dg.AssetCheckResult:
     metadata = {
         key: markdown_preview(value) if isinstance(value, pl.DataFrame) else value
         for key, value in outcome.metadata.items()
         if value is not None
     }
     return dg.AssetCheckResult(
-        passed=outcome.passed, check_name=check_name, asset_key=asset, description=outcome.description, metadata=metadata
+        passed=outcome.passed,
+        check_name=check_name,
+        asset_key=asset,
+        description=outcome.description,
+        metadata=metadata,
     )
 
 
-# (asset, expected schema, whether an empty partition is a failure, blocking)
-TABLES = [
-    ("raw_triplets", TRIPLETS_SCHEMA, True, True),
-    ("raw_passages", PASSAGES_SCHEMA, True, True),
-    ("raw_triplets_quarantine", QUARANTINE_SCHEMA, False, False),  # empty is the good case
-    ("mined_negatives", CANDIDATES_SCHEMA, True, True),
-    ("answer_snippets", SNIPPETS_SCHEMA, True, True),
-    ("answerability_rankings", RANKINGS_SCHEMA, True, True),
-    ("relabel_decisions", DECISIONS_SCHEMA, True, True),
-    ("refined_triplets", REFINED_SCHEMA, True, True),
-    ("trained_retriever", TRAINED_SCHEMA, True, True),
-    ("beir_scores", {**dict.fromkeys(SCORE_KEYS, pl.String), "metric": pl.String, "value": pl.Float64}, True, False),
-    ("beir_query_scores", {**dict.fromkeys(SCORE_KEYS, pl.String), **QUERY_SCORES_SCHEMA}, True, False),
-    ("judge_audit", AUDIT_SCHEMA, True, False),
-]
-
-
-def table_checks(asset: str, schema: dict, must_have_rows: bool, blocking: bool) -> dg.AssetChecksDefinition:
-    names = ["schema", "not_empty"] if must_have_rows else ["schema"]
+def table_checks(contract: TableContract) -> dg.AssetChecksDefinition:
+    """`schema` (the contract's columns and types) and, where rows are required, `not_empty`."""
+    asset = contract.asset
+    names = ["schema", "not_empty"] if contract.must_have_rows else ["schema"]
 
     @dg.multi_asset_check(
         name=f"{asset}_table_checks",
-        specs=[dg.AssetCheckSpec(name, asset=asset, blocking=blocking, partitions_def=dataset_partitions) for name in names],
+        specs=[
+            dg.AssetCheckSpec(name, asset=asset, blocking=contract.blocking, partitions_def=dataset_partitions)
+            for name in names
+        ],
         ins={"table": dg.AssetIn(asset)},
-        description=f"{asset}: the columns and types of its schema" + (", and at least one row" if must_have_rows else ""),
+        description=f"{asset}: the columns and types of its contract"
+        + (", and at least one row" if contract.must_have_rows else ""),
     )
     def _checks(table: pl.DataFrame):
-        yield _result(checks.schema(table, schema), "schema", asset)
-        if must_have_rows:
+        yield _result(checks.schema(table, contract.schema), "schema", asset)
+        if contract.must_have_rows:
             yield _result(checks.not_empty(table), "not_empty", asset)
 
     return _checks
@@ -99,7 +84,9 @@ def invalid_ranking_rate(answerability_rankings: pl.DataFrame, quality_bounds: Q
     partitions_def=dataset_partitions,
     additional_ins={"raw_triplets": dg.AssetIn("raw_triplets"), "raw_passages": dg.AssetIn("raw_passages")},
 )
-def decision_references(relabel_decisions: pl.DataFrame, raw_triplets: pl.DataFrame, raw_passages: pl.DataFrame) -> dg.AssetCheckResult:
+def decision_references(
+    relabel_decisions: pl.DataFrame, raw_triplets: pl.DataFrame, raw_passages: pl.DataFrame
+) -> dg.AssetCheckResult:
     """Every decision refers to a query of raw_triplets and a passage of raw_passages."""
     return _result(checks.references(relabel_decisions, raw_triplets, raw_passages))
 
@@ -107,7 +94,11 @@ def decision_references(relabel_decisions: pl.DataFrame, raw_triplets: pl.DataFr
 @dg.asset_check(asset="relabel_decisions", blocking=True, partitions_def=dataset_partitions)
 def relabel_rate(relabel_decisions: pl.DataFrame, quality_bounds: QualityBounds) -> dg.AssetCheckResult:
     """Per configuration, relabeled and filtered shares of the judged negatives within bounds."""
-    return _result(checks.relabel_rates(relabel_decisions, quality_bounds.max_relabel_rate, quality_bounds.max_filter_rate))
+    return _result(
+        checks.relabel_rates(
+            summary(relabel_decisions), quality_bounds.max_relabel_rate, quality_bounds.max_filter_rate
+        )
+    )
 
 
 @dg.asset_check(asset="trained_retriever", blocking=True, partitions_def=dataset_partitions)
@@ -121,24 +112,36 @@ def models_loadable(trained_retriever: pl.DataFrame) -> dg.AssetCheckResult:
     partitions_def=dataset_partitions,
     additional_ins={"beir_query_scores": dg.AssetIn("beir_query_scores")},
 )
-def base_model_anchor(beir_scores: pl.DataFrame, beir_query_scores: pl.DataFrame, quality_bounds: QualityBounds) -> dg.AssetCheckResult:
+def base_model_anchor(
+    beir_scores: pl.DataFrame, beir_query_scores: pl.DataFrame, quality_bounds: QualityBounds
+) -> dg.AssetCheckResult:
     """The base model reproduces its published nDCG@10 (all-MiniLM-L6-v2 on SciFact: 0.6451)."""
     base = beir_scores.filter(pl.col("config") == "base")
     if base.is_empty():
         return _result(checks.CheckOutcome(False, "no base-model score in beir_scores"))
     query_counts = dict(
-        beir_query_scores.filter(pl.col("config") == "base").group_by("eval_dataset").agg(pl.col("query_id").n_unique()).iter_rows()
+        beir_query_scores.filter(pl.col("config") == "base")
+        .group_by("eval_dataset")
+        .agg(pl.col("query_id").n_unique())
+        .iter_rows()
     )
     fingerprint = model_fingerprint(base["model_path"][0])
-    return _result(checks.base_anchor(beir_scores, query_counts, fingerprint, tolerance=quality_bounds.anchor_tolerance))
+    return _result(
+        checks.base_anchor(beir_scores, query_counts, fingerprint, tolerance=quality_bounds.anchor_tolerance)
+    )
 
 
 @dg.definitions
 def quality_checks() -> dg.Definitions:
     return dg.Definitions(
         asset_checks=[
-            *(table_checks(*table) for table in TABLES),
-            snippet_groundedness, invalid_ranking_rate, decision_references, relabel_rate, models_loadable, base_model_anchor,
+            *(table_checks(contract) for contract in TABLES),
+            snippet_groundedness,
+            invalid_ranking_rate,
+            decision_references,
+            relabel_rate,
+            models_loadable,
+            base_model_anchor,
         ],
         resources={"quality_bounds": QualityBounds()},
     )

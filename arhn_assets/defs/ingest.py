@@ -4,18 +4,13 @@ import time
 
 import dagster as dg
 
-from arhn_assets.core.ingest import ingest
+from arhn_assets.core.ingest import IngestConfig, ingest
+from arhn_assets.dagster_config import run_config
 from arhn_assets.defs.partitions import dataset_partitions
-from arhn_assets.defs.resources import ArhnStorage
+from arhn_assets.defs.resources import ArhnStorage, QuerySampleResource
 from arhn_assets.metadata import markdown_preview
 
-
-class IngestConfig(dg.Config):
-    max_queries: int | None = None  # keep the first N training queries (for trials and tests)
-    download: bool = True  # fetch a missing BEIR dataset with beir's downloader
-    # What relevance means here, for both LLM prompts and an encoder prompt with an {instruction}
-    # slot: None = the known default of a BEIR dataset (core/instructions.py), '' = none.
-    instruction: str | None = None
+IngestRunConfig = run_config(IngestConfig)
 
 
 @dg.multi_asset(
@@ -30,16 +25,21 @@ class IngestConfig(dg.Config):
     partitions_def=dataset_partitions,
     can_subset=False,
 )
-def ingest_dataset(context: dg.AssetExecutionContext, config: IngestConfig, storage: ArhnStorage):
+def ingest_dataset(
+    context: dg.AssetExecutionContext, config: IngestRunConfig, storage: ArhnStorage, query_sample: QuerySampleResource
+):
     started = time.perf_counter()
-    result = ingest(context.partition_key, storage.paths, max_queries=config.max_queries, download=config.download,
-                    instruction=config.instruction)
+    result = ingest(context.partition_key, storage.paths, config.settings(IngestConfig), query_sample.sample)
     quarantine_by_reason = result.quarantine.group_by("reason").len().sort("len", descending=True).head(10)
     # Written before a possible failure, so the reasons of a rejected file are inspectable.
     yield dg.Output(
         result.quarantine,
         output_name="raw_triplets_quarantine",
-        metadata={"rows": result.quarantine.height, "preview": markdown_preview(result.quarantine), "top_reasons": markdown_preview(quarantine_by_reason)},
+        metadata={
+            "rows": result.quarantine.height,
+            "preview": markdown_preview(result.quarantine),
+            "top_reasons": markdown_preview(quarantine_by_reason),
+        },
     )
     failure = result.failure_summary()
     if failure:
@@ -54,6 +54,7 @@ def ingest_dataset(context: dg.AssetExecutionContext, config: IngestConfig, stor
         output_name="raw_triplets",
         metadata={
             "queries": result.triplets.height,
+            "query_sample": query_sample.sample.describe(),
             "sources": result.sources,
             "training_split": result.training_split or "n/a (landed files)",
             "quarantined_rows": result.quarantine.height,

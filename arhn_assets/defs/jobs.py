@@ -18,5 +18,6 @@ judge_audit_job = dg.define_asset_job(
     # The audit and the warehouse models over it (what `make audit` runs).
     selection=dg.AssetSelection.groups(AUDIT_GROUP).downstream(),
     partitions_def=dataset_partitions,
-    description="Score the configured LLM judge against known false negatives (planted from qrels, or recorded verdicts).",
+    description="Score the configured LLM judge against known false negatives (planted from qrels, or "
+    "recorded verdicts).",
 )

@@ -5,17 +5,15 @@ import time
 import dagster as dg
 import polars as pl
 
-from arhn_assets.dagster_config import config_from_dataclass
 from arhn_assets.core.mining import MiningConfig, mine_negatives
+from arhn_assets.dagster_config import run_config
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage, EmbeddingModel
 from arhn_assets.metadata import markdown_preview, rounded
 
 # One source of truth for the options: the Dagster config is built from the dataclass, so the
 # names, types and defaults are those of core.mining (and of sentence-transformers).
-MiningRunConfig = config_from_dataclass(
-    "MiningRunConfig", MiningConfig, "Same names and meaning as sentence_transformers.util.mine_hard_negatives."
-)
+MiningRunConfig = run_config(MiningConfig, "Same names and meaning as sentence_transformers.util.mine_hard_negatives.")
 
 
 @dg.asset(
@@ -37,7 +35,7 @@ def mined_negatives(
     started = time.perf_counter()
     instruction = raw_triplets["instruction"].drop_nulls().first() or ""
     encoder = embedding_model.encoder(storage.paths.embedding_cache_dir, instruction)
-    result = mine_negatives(raw_triplets, raw_passages, encoder, MiningConfig(**config.model_dump()))
+    result = mine_negatives(raw_triplets, raw_passages, encoder, config.settings(MiningConfig))
     stats = result.stats
     encode = stats.encode.get("document", {})
     context.log.info("mined %s negatives for %s queries", stats.negatives, stats.queries)

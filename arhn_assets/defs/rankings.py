@@ -1,24 +1,27 @@
 """`answerability_rankings`: stage 2 of ARHN, a listwise ranking of each query's candidates."""
 
+from dataclasses import asdict
+
 import dagster as dg
 import polars as pl
 
-from arhn_assets.core.rankings import RankOn
+from arhn_assets.core.rankings import RankingConfig
+from arhn_assets.dagster_config import run_config
 from arhn_assets.defs.partitions import dataset_partitions
-from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
+from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
 
-
-class RankingRunConfig(dg.Config):
-    window_size: int = 20
-    step: int = 10
-    max_words: int = 100
-    seed: int = 42
-    rank_on: RankOn = "passage"  # answer_probability: pointwise by stage 1's score, no LLM call
+RankingRunConfig = run_config(RankingConfig)
 
 
-@dg.asset(partitions_def=dataset_partitions, group_name="llm", kinds={"llm", "polars", "parquet"}, pool=GPU_POOL, op_tags=gpu_op_tags())
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name="llm",
+    kinds={"llm", "polars", "parquet"},
+    pool=GPU_POOL,
+    op_tags=gpu_op_tags(),
+)
 def answerability_rankings(
     context: dg.AssetExecutionContext,
     config: RankingRunConfig,
@@ -31,9 +34,16 @@ def answerability_rankings(
 ) -> dg.Output[pl.DataFrame]:
     """Per query: its candidates ordered by how directly they answer it, and the positive's rank."""
     frame, stats, model = language_model.run_stage(
-        context, storage.paths, "answerability_rankings",
-        {"candidates": mined_negatives, "triplets": raw_triplets, "passages": raw_passages, "snippets": answer_snippets},
-        {**config.model_dump(), "batch_size": language_model.batch_size},
+        context,
+        storage.paths,
+        "answerability_rankings",
+        {
+            "candidates": mined_negatives,
+            "triplets": raw_triplets,
+            "passages": raw_passages,
+            "snippets": answer_snippets,
+        },
+        asdict(config.settings(RankingConfig)),
     )
     return dg.Output(
         frame,

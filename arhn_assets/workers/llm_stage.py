@@ -25,17 +25,30 @@ STAGES = ("answer_snippets", "answerability_rankings")
 
 
 def run_stage(
-    stage: str, frames: dict[str, pl.DataFrame], options: dict, backend: LLMBackend, cache: CallCache
+    stage: str, frames: dict[str, pl.DataFrame], options: dict, backend: LLMBackend, cache: CallCache, batch_size: int
 ) -> tuple[pl.DataFrame, CallStats]:
-    """One LLM stage over `frames` (candidates, triplets, passages[, snippets])."""
+    """One LLM stage over `frames` (candidates, triplets, passages[, snippets]), with the stage's
+    settings as `options` and `batch_size` requests per backend call."""
     if stage == "answer_snippets":
         return extract_snippets(
-            frames["candidates"], frames["triplets"], frames["passages"], backend, cache, SnippetConfig(**options)
+            frames["candidates"],
+            frames["triplets"],
+            frames["passages"],
+            backend,
+            cache,
+            SnippetConfig(**options),
+            batch_size,
         )
     if stage == "answerability_rankings":
         return rank_candidates(
-            frames["candidates"], frames["triplets"], frames["passages"], frames["snippets"], backend, cache,
+            frames["candidates"],
+            frames["triplets"],
+            frames["passages"],
+            frames["snippets"],
+            backend,
+            cache,
             RankingConfig(**options),
+            batch_size,
         )
     raise ValueError(f"unknown LLM stage {stage!r}; choose from {STAGES}")
 
@@ -49,10 +62,12 @@ def main() -> None:
         frames = {name: pl.read_parquet(path) for name, path in extras["inputs"].items()}
         spec = BackendSpec.from_json(extras["backend"])
         backend = build_backend(spec, Path(extras["models_cache"]))
-        pipes.log.info(f"{stage}: {frames['candidates'].height} candidates on {spec.kind} backend {backend.identity}")
+        pipes.log.info(
+            f"{stage}: {frames['candidates'].height} candidates on {spec.backend} backend {backend.identity}"
+        )
         cache = CallCache(Path(extras["call_cache"]))
         try:
-            frame, stats = run_stage(stage, frames, extras["options"], backend, cache)
+            frame, stats = run_stage(stage, frames, extras["options"], backend, cache, spec.batch_size)
         finally:
             cache.close()
         output = Path(extras["output"])

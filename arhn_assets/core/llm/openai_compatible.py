@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from arhn_assets.core.llm.base import (
-    Completion, GenerationRequest, PartialBatchError, first_token_logprobs, generate_concurrently,
+    Completion,
+    GenerationRequest,
+    PartialBatchError,
+    first_token_logprobs,
+    generate_concurrently,
 )
 
 # How each server family accepts a format constraint on the completion.
@@ -68,9 +72,14 @@ class OpenAICompatibleBackend:
         try:
             served = [m.id for m in self._client.models.list()]
         except openai.APIStatusError as error:
-            raise ServerError(f"{self.base_url}: listing models failed with HTTP {error.status_code}: {error.message}") from error
+            raise ServerError(
+                f"{self.base_url}: listing models failed with HTTP {error.status_code}: {error.message}"
+            ) from error
         except openai.APIConnectionError as error:
-            raise ServerError(f"{self.base_url}: no OpenAI-compatible server answered after {self.max_retries} retries ({error.__cause__ or error})") from error
+            raise ServerError(
+                f"{self.base_url}: no OpenAI-compatible server answered after {self.max_retries} retries "
+                f"({error.__cause__ or error})"
+            ) from error
         if self.model not in served:
             raise ServerError(f"{self.base_url} does not serve model {self.model!r}; it serves {served}")
 
@@ -96,11 +105,17 @@ class OpenAICompatibleBackend:
                 **({"logprobs": True, "top_logprobs": request.top_logprobs} if request.top_logprobs else {}),
             )
         except openai.APIStatusError as error:
-            raise ServerError(f"{self.base_url}: HTTP {error.status_code} for model {self.model!r}: {error.message}") from error
+            raise ServerError(
+                f"{self.base_url}: HTTP {error.status_code} for model {self.model!r}: {error.message}"
+            ) from error
         except openai.APITimeoutError as error:  # before its base class, APIConnectionError
-            raise ServerError(f"{self.base_url}: no answer within {self.timeout_seconds} s, after {self.max_retries} retries") from error
+            raise ServerError(
+                f"{self.base_url}: no answer within {self.timeout_seconds} s, after {self.max_retries} retries"
+            ) from error
         except openai.APIConnectionError as error:
-            raise ServerError(f"{self.base_url}: request failed after {self.max_retries} retries ({error.__cause__ or error})") from error
+            raise ServerError(
+                f"{self.base_url}: request failed after {self.max_retries} retries ({error.__cause__ or error})"
+            ) from error
         choice = response.choices[0]
         usage = response.usage
         return Completion(

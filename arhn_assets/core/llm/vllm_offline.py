@@ -38,8 +38,12 @@ class VLLMBackend:
             except ImportError as error:
                 raise ImportError("the vllm backend needs the optional extra: pip install 'arhn[gpu]'") from error
             self._engine = LLM(
-                model=self.model, revision=self.revision, tensor_parallel_size=self.tensor_parallel_size,
-                gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len, dtype=self.dtype,
+                model=self.model,
+                revision=self.revision,
+                tensor_parallel_size=self.tensor_parallel_size,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+                max_model_len=self.max_model_len,
+                dtype=self.dtype,
             )
         return self._engine
 
@@ -50,14 +54,18 @@ class VLLMBackend:
         engine = self._load()
         params = [
             SamplingParams(
-                temperature=0.0, max_tokens=r.max_new_tokens, logprobs=r.top_logprobs or None,
+                temperature=0.0,
+                max_tokens=r.max_new_tokens,
+                logprobs=r.top_logprobs or None,
                 structured_outputs=StructuredOutputsParams(regex=r.constraint.regex()) if r.constraint else None,
             )
             for r in requests
         ]
         began = time.perf_counter()
         outputs = engine.chat(
-            [r.as_chat() for r in requests], params, use_tqdm=False,
+            [r.as_chat() for r in requests],
+            params,
+            use_tqdm=False,
             chat_template_kwargs={"enable_thinking": self.enable_thinking},
         )
         seconds = time.perf_counter() - began

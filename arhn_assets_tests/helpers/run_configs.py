@@ -1,0 +1,21 @@
+"""Run config shared by the tests that send data through the embedded LLM."""
+
+from __future__ import annotations
+
+# SmolLM2-135M is fast enough to test the plumbing on 2 cores and too weak for the quality bounds
+# a judge must meet (it ranks near input order), so these tests lift the bounds it cannot meet.
+SMOLLM2_BOUNDS = {
+    "quality_bounds": {"config": {"min_grounded_rate": 0.0, "max_relabel_rate": 1.0, "max_filter_rate": 1.0}}
+}
+
+
+def sample(size: int) -> dict:
+    """The `query_sample` resource of a run config using the first `size` queries."""
+    return {"query_sample": {"config": {"size": size}}}
+
+
+def smollm2_resources(queries: int | None = None, **language_model) -> dict:
+    """The `resources` of a run config judging with the SmolLM2 preset (and `language_model`
+    options), on the first `queries` queries when given."""
+    resources = {"language_model": {"config": {"model": "smollm2-135m", **language_model}}, **SMOLLM2_BOUNDS}
+    return resources | (sample(queries) if queries else {})
