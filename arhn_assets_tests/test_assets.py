@@ -120,3 +120,22 @@ def test_hostile_partition_keys_never_reach_the_file_system(lake_home, instance)
     assert "invalid dataset name" in failure_message(next(e for e in result.all_events if e.is_step_failure))
     assert not (lake_home.parent / "escape").exists()
     assert not list(lake_home.glob("lake/**/*.parquet"))
+
+
+def test_encoding_progress_reaches_the_run_log(tmp_path, shared_data, instance, monkeypatch):
+    """A mining run that encodes (its own empty embedding cache) logs done/total, rate and ETA
+    lines into the Dagster run's log, which the UI shows and `arhn run` prints."""
+    home = tmp_path / "home"
+    (home / "landing" / "msmarco-sample").mkdir(parents=True)
+    shutil.copy(
+        shared_data / "bge_examples" / "embedder_msmarco.jsonl", home / "landing" / "msmarco-sample" / "m.jsonl"
+    )
+    monkeypatch.setenv("ARHN_HOME", str(home))
+    monkeypatch.setenv("ARHN_DATA_DIR", str(shared_data))
+    result = run_pipeline(instance, "msmarco-sample")
+    assert result.success
+    lines = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.step_key == "mined_negatives"]
+    encoded = materialization(result, "mined_negatives").metadata["passages_encoded"].value
+    progress = [line for line in lines if line.startswith("encode documents: ")]
+    assert progress[0].startswith(f"encode documents: 0/{encoded} (0%)")
+    assert progress[-1].startswith(f"encode documents: {encoded}/{encoded} (100%)") and "documents/s" in progress[-1]

@@ -44,6 +44,13 @@ def parquet_bytes(rows: list[dict]) -> bytes:
     return buffer.getvalue()
 
 
+def frame_bytes(columns: dict) -> bytes:
+    """Any columns as Parquet bytes (a sentence-transformers layout, say)."""
+    buffer = io.BytesIO()
+    pl.DataFrame(columns).write_parquet(buffer)
+    return buffer.getvalue()
+
+
 def truncated_gzip(lines: int) -> bytes:
     whole = gzip.compress(
         jsonl_bytes([bge(f"gzip query {i}", [f"gzip positive {i} " * 40]) for i in range(lines)]), mtime=0
@@ -198,6 +205,25 @@ BROKEN = [
     BrokenInput("empty.jsonl", b"", [(0, "<file>", "empty file")]),
     BrokenInput("blank-lines.jsonl", b"\n \r\n\t\n", [(0, "<file>", "empty file")]),
     BrokenInput("a-directory.jsonl", None, [(0, "<file>", "not a regular file")]),
+    BrokenInput(
+        "st-unknown-column.parquet",
+        frame_bytes({"anchor": ["st a"], "positive": ["st p"], "negative": ["st n"], "hardness": [3]}),
+        [(0, "hardness", "unknown column 'hardness'")],
+    ),
+    BrokenInput(
+        "st-labels.jsonl",
+        jsonl_bytes(
+            [
+                {"query": "st labeled ok", "answer": "st positive", "label": 1},
+                {"query": "st labeled ok", "answer": "st negative", "label": 0},
+                {"query": "st bad label", "answer": "st x", "label": "yes"},
+                {"anchor": "st extra", "positive": "st y", "weird": 1},
+            ]
+        ),
+        [(3, "label", "expected a number"), (4, "weird", "unknown column 'weird'")],
+        ["st labeled ok"],
+    ),
+    BrokenInput("not-a-dataset", None, [(0, "<file>", "nor a datasets save_to_disk folder")]),
     *[
         BrokenInput(name, VALID_BUT_REFUSED_NAME, [(0, "<file name>", "refused file name")])
         for name in ("quote's.jsonl", "with space.jsonl", "x';DROP TABLE t;--.jsonl", "données.jsonl", "-dash.jsonl")

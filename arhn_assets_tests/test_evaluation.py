@@ -3,14 +3,22 @@ figure (MTEB: all-MiniLM-L6-v2 nDCG@10 = 0.6451)."""
 
 from __future__ import annotations
 
+import json
 import math
 
+import dagster as dg
 import polars as pl
 import pytest
 
+from arhn_assets.cli import pipeline_job
 from arhn_assets.core.beir_io import load_beir_dataset
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.evaluation import evaluate, mean_scores, paired_tests, score_run
+from arhn_assets.core.ingest import TRIPLETS_SCHEMA
+from arhn_assets.core.lake import write_partition
+from arhn_assets.core.training import TRAINED_SCHEMA
+from arhn_assets.definitions import defs
+from arhn_assets_tests.helpers.toy_data import QUERIES, make_passages, make_triplets
 
 
 def test_metrics_reproduce_hand_computed_values():
@@ -52,3 +60,61 @@ def test_base_model_reproduces_its_published_scifact_ndcg(shared_data, embedding
     per_query = evaluate(Encoder(EncoderSpec(), embedding_cache), scifact)
     assert per_query["query_id"].n_unique() == 300
     assert mean_scores(per_query)["ndcg@10"] == pytest.approx(0.6451, abs=0.002)
+
+
+def write_toy_beir(folder) -> None:
+    """A BEIR folder of the hand-made corpus: three test queries, one relevant passage each."""
+    folder.mkdir(parents=True)
+    (folder / "qrels").mkdir()
+    passages = make_passages()
+    (folder / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n" for d, t, x in passages.iter_rows())
+    )
+    queries = [q for q in QUERIES if len(q[2]) == 1][:3]
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": text}) + "\n" for q, text, _ in queries)
+    )
+    (folder / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{docs[0]}\t1\n" for q, _, docs in queries)
+    )
+
+
+def test_evaluation_encodes_queries_with_the_configured_prompt_and_instruction(tmp_path, monkeypatch):
+    """beir_scores scores every model with the embedding_model settings: a query prompt with an
+    {instruction} slot reaches evaluation filled with the dataset's instruction, and the scores
+    are those of that prompt (a direct evaluation with the same prompt), not of the bare query."""
+    home, data = tmp_path / "home", tmp_path / "data"
+    write_toy_beir(data / "toy")
+    monkeypatch.setenv("ARHN_HOME", str(home))
+    monkeypatch.setenv("ARHN_DATA_DIR", str(data))
+    lake = home / "lake"
+    write_partition(pl.DataFrame(schema=TRAINED_SCHEMA), lake / "trained_retriever" / "dataset=toy")
+    triplets = make_triplets().with_columns(
+        instruction=pl.lit("Retrieve passages about volcanoes, lava and eruptions.")
+    )
+    write_partition(
+        triplets.with_columns(**{c: pl.lit(None) for c in TRIPLETS_SCHEMA if c not in triplets.columns})
+        .select(TRIPLETS_SCHEMA.keys())
+        .cast(TRIPLETS_SCHEMA),
+        lake / "raw_triplets" / "dataset=toy",
+    )
+    prompt = "Instruct: {instruction}\nQuery: "
+    config = {"resources": {"embedding_model": {"config": {"query_prompt": prompt}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["toy"])
+        job = pipeline_job(defs(), "key:beir_scores")
+        result = job.execute_in_process(partition_key="toy", instance=instance, run_config=config)
+    timings = result.asset_materializations_for_node("beir_scores")[0].metadata["timings"].value
+    assert "Instruct: Retrieve passages about volcanoes, lava and eruptions." in timings
+    got = pl.read_parquet(lake / "beir_query_scores" / "dataset=toy" / "part-0.parquet").select(
+        "query_id", "metric", "value"
+    )
+    beir = load_beir_dataset("toy", [data / "toy"], download=False)
+    cache = home / "cache" / "embeddings"
+    filled = Encoder(
+        EncoderSpec(query_prompt="Instruct: Retrieve passages about volcanoes, lava and eruptions.\nQuery: "), cache
+    )
+    bare = Encoder(EncoderSpec(), cache)
+    # the asset encoded the queries under the filled prompt's cache key, never under the bare one
+    assert (cache / filled.cache_key("query")[0]).is_dir() and not (cache / bare.cache_key("query")[0]).exists()
+    assert got.sort("query_id", "metric").equals(evaluate(filled, beir).sort("query_id", "metric"))

@@ -204,6 +204,8 @@ def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
             assert (lake_home / "exports" / "msmarco-sample" / "R_plus_F" / kind).stat().st_size > 0
         metadata = first.asset_materializations_for_node("answer_snippets")[0].metadata
         assert metadata["llm_calls"].value == 52 and metadata["cache_hits"].value == 0
+        logged = [e.user_message for e in instance.all_logs(first.run_id) if e.step_key == "answer_snippets"]
+        assert any(line.startswith("answer_sentence calls: 52/52 (100%)") and "calls/s" in line for line in logged)
 
         again = job.execute_in_process(partition_key="msmarco-sample", instance=instance, run_config=config)
         warm = again.asset_materializations_for_node("answer_snippets")[0].metadata

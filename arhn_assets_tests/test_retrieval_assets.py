@@ -74,6 +74,8 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
         instance.add_dynamic_partitions("dataset", ["scislice"])
         result = pipeline_job(defs()).execute_in_process(partition_key="scislice", instance=instance, run_config=config)
         assert result.success
+        logged = [e.user_message for e in instance.all_logs(result.run_id) if e.step_key == "trained_retriever"]
+        assert any(line.startswith("train: 2/2 (100%)") and "steps/s" in line for line in logged)
     # every asset check of the job's assets ran and passed (the base-model anchor has none for a slice)
     evaluations = {e.asset_check_key.to_user_string(): e for e in result.get_asset_check_evaluations()}
     job_assets = pipeline_job(defs()).asset_layer.selected_asset_keys
@@ -113,12 +115,13 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
 
 def test_landed_only_datasets_need_an_evaluation_dataset(msmarco_sample):
     from arhn_assets.cli import failure_message
+    from arhn_assets.core.ingest import TRIPLETS_SCHEMA
     from arhn_assets.core.lake import write_partition
-    from arhn_assets.defs.training import TRAINED_SCHEMA
+    from arhn_assets.core.training import TRAINED_SCHEMA
 
-    write_partition(
-        pl.DataFrame(schema=TRAINED_SCHEMA), msmarco_sample / "lake" / "trained_retriever" / "dataset=msmarco-sample"
-    )
+    lake = msmarco_sample / "lake"
+    write_partition(pl.DataFrame(schema=TRAINED_SCHEMA), lake / "trained_retriever" / "dataset=msmarco-sample")
+    write_partition(pl.DataFrame(schema=TRIPLETS_SCHEMA), lake / "raw_triplets" / "dataset=msmarco-sample")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         job = pipeline_job(defs(), "key:beir_scores or key:beir_query_scores")

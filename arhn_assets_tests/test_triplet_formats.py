@@ -346,6 +346,12 @@ def test_is_landed_file(name, landed):
     assert is_landed_file(Path(name)) is landed
 
 
+def test_every_visible_folder_is_landed_for_ingest_to_read_or_name(tmp_path):
+    for name in ("mined", "x.jsonl", ".mined"):
+        (tmp_path / name).mkdir()
+    assert [is_landed_file(tmp_path / n) for n in ("mined", "x.jsonl", ".mined")] == [True, True, False]
+
+
 def read_raw_jsonl(path: Path) -> list[dict]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:

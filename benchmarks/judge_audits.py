@@ -85,18 +85,17 @@ class Combination:
 
 
 def combinations(only: str | None) -> list[Combination]:
-    """The references, then per judge (the larger first) sentence mode on both truths, the
-    instruction's effect, and span mode last: the most telling audits come first."""
+    """The references first, then the audits in order of what they tell for their cost: sentence
+    mode on both truths (the larger judge first), the small judge's span mode, the instruction's
+    effect, and the large judge's span mode last."""
+    judges = [j for j in ("qwen", "smollm2") if not only or j == only]
+    both = [(truth, ranking) for truth in ("scifact", "rlhn") for ranking in RANKINGS]
     out = [Combination("scifact", "reference"), Combination("rlhn", "reference")]
-    for judge in ("qwen", "smollm2"):
-        if only and judge != only:
-            continue
-        for truth in ("scifact", "rlhn"):
-            out += [Combination(truth, judge, "sentence", ranking) for ranking in RANKINGS]
-        out += [Combination("scifact", judge, "sentence", ranking, instruction=True) for ranking in RANKINGS]
-    for judge in ("qwen", "smollm2"):
-        if not only or judge == only:
-            out += [Combination(truth, judge, "span", ranking) for truth in ("scifact", "rlhn") for ranking in RANKINGS]
+    out += [Combination(truth, judge, "sentence", ranking) for judge in judges for truth, ranking in both]
+    out += [Combination(truth, "smollm2", "span", ranking) for truth, ranking in both if "smollm2" in judges]
+    out += [Combination("scifact", judge, "sentence", "pointwise", instruction=True) for judge in reversed(judges)]
+    out += [Combination(truth, "qwen", "span", ranking) for truth, ranking in reversed(both) if "qwen" in judges]
+    out += [Combination("scifact", judge, "sentence", "listwise", instruction=True) for judge in reversed(judges)]
     return out
 
 

@@ -1,8 +1,9 @@
 """Sentence-transformers encoding with a persistent embedding cache.
 
 The cache is keyed by what determines an embedding: the model's identity (a fingerprint of its
-files, or its hub name and revision), the precision, the maximum sequence length, the role
-(query/document) with its prompt, and the sha256 of the text. It lives under
+files, or its hub name and revision), the backend that runs it (torch, ONNX Runtime, OpenVINO)
+and its quantization, the precision, the maximum sequence length, the role (query/document) with
+its prompt, and the sha256 of the text. It lives under
 `$ARHN_HOME/cache/embeddings/<key>/` as Parquet shards, one written (atomically) per encoded
 chunk, so a killed encode keeps what it finished and a re-run, or mining with other filter
 settings, encodes nothing that is already there.
@@ -16,14 +17,18 @@ import os
 import re
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from arhn_assets.core.progress import Log, progress
+
 Precision = Literal["fp32", "bf16"]
+Backend = Literal["torch", "onnx", "openvino"]  # core/encoding_backends.py runs the last two
+Quantization = Literal["none", "int8"]
 Role = Literal["query", "document"]
 
 # Files this large are fingerprinted by size plus their first and last 4 MiB: hashing a 15 GB
@@ -33,6 +38,8 @@ EDGE_BYTES = 4 * 2**20
 # Texts encoded between two cache shards: a multiple of the batch size, so batches match one
 # big encode call of the same length-sorted texts.
 DEFAULT_CHUNK_SIZE = 2048
+# Batches encoded between two progress updates (whole batches, so the batches stay those of one call).
+PROGRESS_BATCHES = 4
 
 
 def default_model_path() -> str:
@@ -85,6 +92,17 @@ class EncoderSpec:
     query_prompt: str | None = None
     document_prompt: str | None = None
     device: str | None = None
+    # torch, or the model's transformer exported once to ONNX and run by ONNX Runtime or OpenVINO
+    # (core/encoding_backends.py), optionally quantized to int8. Vectors of different backends
+    # never share a cache entry.
+    backend: Backend = field(
+        default="torch", metadata={"doc": "torch | onnx | openvino (the extras arhn[onnx], arhn[openvino])"}
+    )
+    quantization: Quantization = field(default="none", metadata={"doc": "none | int8 (onnx and openvino)"})
+
+    def __post_init__(self):
+        if self.quantization != "none" and self.backend == "torch":
+            raise ValueError("quantization needs backend onnx or openvino; torch encodes in its `precision`")
 
     @property
     def model_path(self) -> str:
@@ -160,6 +178,7 @@ class Encoder:
     spec: EncoderSpec
     cache_dir: Path
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    log: Log | None = None  # progress lines while encoding (done/total, rate, ETA)
     stats: dict[str, EncodeStats] = field(default_factory=dict)
     _model: object = None
     _fingerprint: str | None = None
@@ -186,7 +205,17 @@ class Encoder:
             )
             if self.spec.max_seq_length:
                 self._model.max_seq_length = self.spec.max_seq_length
+            if self.spec.backend != "torch":
+                from arhn_assets.core.encoding_backends import accelerate
+
+                folder = self.models_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", self.fingerprint)
+                self._model = accelerate(self._model, self.spec.backend, self.spec.quantization, folder)
         return self._model
+
+    @property
+    def models_dir(self) -> Path:
+        """Where exported graphs live: the model cache beside the embedding cache."""
+        return self.cache_dir.parent / "models" / "encoders"
 
     def _prompt(self, role: Role) -> str | None:
         return self.spec.query_prompt if role == "query" else self.spec.document_prompt
@@ -194,6 +223,8 @@ class Encoder:
     def cache_key(self, role: Role) -> tuple[str, dict]:
         description = {
             "model": self.fingerprint,
+            "backend": self.spec.backend,
+            "quantization": self.spec.quantization,
             "precision": self.spec.precision,
             "max_seq_length": self.spec.max_seq_length,
             "role": role,
@@ -223,22 +254,31 @@ class Encoder:
             # Longest first, as sentence-transformers orders one encode call; chunks of whole
             # batches then give the same batches and the cache grows one shard per chunk.
             todo = sorted(missing, key=lambda h: -len(by_hash[h]))
-            encode = self.model.encode_query if role == "query" else self.model.encode_document
             started = time.perf_counter()
-            for start in range(0, len(todo), self.chunk_size):
-                chunk = todo[start : start + self.chunk_size]
-                embeddings = encode(
-                    [by_hash[h] for h in chunk],
+            with progress(f"encode {role}s", len(todo), self.log, f"{role}s") as bar:
+                for start in range(0, len(todo), self.chunk_size):
+                    chunk = todo[start : start + self.chunk_size]
+                    store.add(chunk, self._encode_chunk([by_hash[h] for h in chunk], role, bar))
+            stats.encode_seconds += time.perf_counter() - started
+            stats.encoded += len(todo)
+        return store.get(hashes)
+
+    def _encode_chunk(self, texts: list[str], role: Role, bar) -> np.ndarray:
+        """One cache shard's texts, encoded in slices of whole batches so progress moves every few seconds."""
+        encode = self.model.encode_query if role == "query" else self.model.encode_document
+        step = self.spec.batch_size * PROGRESS_BATCHES
+        parts = []
+        for start in range(0, len(texts), step):
+            part = texts[start : start + step]
+            parts.append(
+                encode(
+                    part,
                     batch_size=self.spec.batch_size,
                     normalize_embeddings=True,
                     convert_to_numpy=True,
                     show_progress_bar=False,
                     prompt=self._prompt(role),
                 )
-                store.add(chunk, embeddings.astype(np.float32, copy=False))
-            stats.encode_seconds += time.perf_counter() - started
-            stats.encoded += len(todo)
-        return store.get(hashes)
-
-    def describe(self) -> dict:
-        return {"model": self.spec.model_path, "fingerprint": self.fingerprint, **asdict(self.spec)}
+            )
+            bar.update(len(part))
+        return np.concatenate(parts).astype(np.float32, copy=False)

@@ -1,7 +1,11 @@
 """What changed in `$ARHN_HOME/landing/` since the last look: the logic of the landing sensor.
 
 Layout: one folder per dataset (`landing/<dataset>/`), holding mined-negative files
-(`*.jsonl`, `*.jsonl.gz`, `*.parquet`, the formats ingest reads).
+(`*.jsonl`, `*.jsonl.gz`, `*.parquet`, the formats ingest reads) and `datasets.Dataset.save_to_disk`
+folders. A folder is one landed item: its signature is its newest modification time (of the folder
+or any file in it) and the total size of its files, and it is readable when it is a dataset
+(`st_formats.dataset_folder_problem`); any other folder is reported unreadable, as ingest would
+quarantine it and fail.
 
 A file is picked up only once it is complete. Two rules, so that neither a careful nor a
 careless writer triggers a run on half a file:
@@ -25,10 +29,12 @@ import json
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 import pyarrow.parquet as pq
 
 from arhn_assets.core.paths import InvalidDatasetKey, InvalidFileName, validate_dataset_key, validate_file_name
+from arhn_assets.core.st_formats import dataset_folder_problem
 from arhn_assets.core.triplet_formats import is_landed_file
 
 GZIP_CHUNK = 1 << 20
@@ -67,6 +73,8 @@ class LandingScan:
 def probe_landed_file(path: Path) -> str | None:
     """Why `path` cannot be ingested, or None if it reads. Cheap except for gzip, which is read
     to the end because a truncated gzip file only shows at its end (CRC and length trailer)."""
+    if path.is_dir():
+        return dataset_folder_problem(path)
     try:
         if path.name.endswith(".parquet"):
             pq.read_metadata(path)
@@ -146,6 +154,27 @@ def _dataset_folders(landing_root: Path, scan: LandingScan) -> list[tuple[str, P
     return valid
 
 
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a landed file; of a folder, its newest mtime (itself or a file in it, so
+    a folder still being written settles like a file) and its files' total size. None: it vanished,
+    or is neither a file nor a folder (a FIFO would block the probe)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:  # renamed or removed between listing and stat
+        return None
+    if S_ISREG(stat.st_mode):
+        return stat.st_mtime_ns, stat.st_size
+    if not S_ISDIR(stat.st_mode):
+        return None
+    try:
+        entries = [entry.stat() for entry in path.iterdir()]
+    except FileNotFoundError:  # the folder or a file in it went away mid-look: look again next tick
+        return None
+    except PermissionError:  # an unlistable folder: the probe names it
+        entries = []
+    return max([stat.st_mtime_ns, *(e.st_mtime_ns for e in entries)]), sum(e.st_size for e in entries)
+
+
 def _refuse_name(dataset: str, path: Path, refused: InvalidFileName, scan: LandingScan, memory: _Memory) -> None:
     # Never opened (nor stat'ed): the dataset waits until the file is renamed or removed.
     unnamed = LandedFile(dataset, path.name, 0, 0)
@@ -159,21 +188,18 @@ def _refuse_name(dataset: str, path: Path, refused: InvalidFileName, scan: Landi
 def _check_file(
     dataset: str, path: Path, now: float, settle_seconds: float, scan: LandingScan, memory: _Memory
 ) -> None:
-    """Sort one landed file into settling, blocked, already run, or changed."""
+    """Sort one landed file (or folder) into settling, blocked, already run, or changed."""
     try:
         validate_file_name(path.name)
     except InvalidFileName as refused:
         _refuse_name(dataset, path, refused, scan, memory)
         return
-    if not path.is_file():
+    signature = _signature(path)
+    if signature is None:
         return
-    try:
-        stat = path.stat()
-    except FileNotFoundError:  # renamed or removed between listing and stat
-        return
-    landed = LandedFile(dataset, path.name, stat.st_mtime_ns, stat.st_size)
+    landed = LandedFile(dataset, path.name, *signature)
     memory.present.add(landed.key)
-    if now - stat.st_mtime_ns / 1e9 < settle_seconds:
+    if now - landed.mtime_ns / 1e9 < settle_seconds:
         scan.settling.append(landed)
         return
     if memory.seen.get(landed.key) == landed.signature:

@@ -29,6 +29,7 @@ from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE, CallCache, CallStats,
 from arhn_assets.core.llm.constraints import ranking
 from arhn_assets.core.mining import judged
 from arhn_assets.core.parsing import RankingParse, RankingStatus, parse_ranking
+from arhn_assets.core.progress import Log
 from arhn_assets.core.prompts import load_template, ranking_prompt
 
 RankOn = Literal["passage", "snippet", "snippet_else_passage", "answer_probability"]
@@ -137,6 +138,7 @@ def llm_judge(
     config: RankingConfig,
     stats: CallStats,
     batch_size: int,
+    log: Log | None = None,
 ) -> Judge:
     """A window judge that asks `backend` through the call cache; `texts[(query, doc)]` is what it
     reads, `queries[query]` the query's text and task instruction."""
@@ -163,6 +165,7 @@ def llm_judge(
             ],
             batch_size,
             stats,
+            log,
         )
         return [parse_ranking(c.text, len(r.doc_ids), spec["output_pattern"]) for c, r in zip(completions, requests)]
 
@@ -178,6 +181,7 @@ def rank_candidates(
     cache: CallCache,
     config: RankingConfig = RankingConfig(),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    log: Log | None = None,
 ) -> tuple[pl.DataFrame, CallStats]:
     """Rank each query's candidate set (positives and negatives, shuffled with a fixed seed);
     `batch_size` window requests go to the backend at a time."""
@@ -204,7 +208,7 @@ def rank_candidates(
         model, version = snippets["model"][0], snippets["prompt_version"][0]
     else:
         texts = _window_texts(sets, passages, snippets, config.rank_on)
-        judge = llm_judge(backend, cache, texts, queries, config, stats, batch_size)
+        judge = llm_judge(backend, cache, texts, queries, config, stats, batch_size, log)
         results = rank_with_sliding_windows(shuffled_sets, judge, config.window_size, config.step)
         model, version = backend.identity, load_template(TEMPLATE)["version"]
     rows = []

@@ -27,6 +27,7 @@ from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE, CallCache, CallStats,
 from arhn_assets.core.llm.constraints import sentences as sentence_constraint
 from arhn_assets.core.mining import judged
 from arhn_assets.core.parsing import SnippetParse, answer_probability, parse_sentence_choice, parse_snippet
+from arhn_assets.core.progress import Log
 from arhn_assets.core.prompts import load_template, sentence_prompt, snippet_prompt, truncate_words
 
 SNIPPETS_SCHEMA = {
@@ -110,6 +111,7 @@ def extract_snippets(
     cache: CallCache,
     config: SnippetConfig = SnippetConfig(),
     batch_size: int = DEFAULT_BATCH_SIZE,
+    log: Log | None = None,
 ) -> tuple[pl.DataFrame, CallStats]:
     """One row per judged candidate (`SNIPPETS_SCHEMA`); the task instruction is each query's own
     (`raw_triplets.instruction`). `batch_size` requests go to the backend at a time, each batch
@@ -124,7 +126,7 @@ def extract_snippets(
     tasks = [snippet_task(*queries[q], texts[d], config) for _, q, d, _ in rows]
     stats = CallStats()
     completions = cached_generate(
-        backend, cache, spec["name"], spec["version"], [t.request for t in tasks], batch_size, stats
+        backend, cache, spec["name"], spec["version"], [t.request for t in tasks], batch_size, stats, log
     )
     out = []
     for (dataset, query_id, doc_id, source), task, completion in zip(rows, tasks, completions):

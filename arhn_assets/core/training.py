@@ -30,6 +30,7 @@ import polars as pl
 from arhn_assets.core.beir_io import passage_texts
 from arhn_assets.core.embeddings import default_model_path, model_fingerprint
 from arhn_assets.core.lake import process_alive
+from arhn_assets.core.progress import Log, progress
 
 TRAINING_META = "arhn_training.json"
 TRAINED_SCHEMA = {
@@ -168,10 +169,16 @@ def _remove_leftovers(output: Path) -> None:
 
 
 def train_retriever(
-    rows: pl.DataFrame, pairs: pl.DataFrame, config: TrainingConfig, output: Path, description: dict
+    rows: pl.DataFrame,
+    pairs: pl.DataFrame,
+    config: TrainingConfig,
+    output: Path,
+    description: dict,
+    log: Log | None = None,
 ) -> TrainingResult:
     """Fine-tune `config.base_model` and save it to `output` (replaced whole, via a temporary
-    folder). A folder trained on the same data with the same config and base model is reused."""
+    folder), logging steps done, rate and ETA to `log`. A folder trained on the same data with
+    the same config and base model is reused."""
     base = model_fingerprint(config.base_model_path)
     fingerprint = data_fingerprint(rows, pairs)
     recipe = {"base_model": base, "config": asdict(config), "data_fingerprint": fingerprint}
@@ -184,7 +191,7 @@ def train_retriever(
 
     model, train = _model_and_datasets(rows, pairs, config)
     tmp = _fresh_temporary_folder(output)
-    output_metrics, seconds = _fit(model, train, config, tmp)
+    output_metrics, seconds = _fit(model, train, config, tmp, log)
     queries = len(
         set(rows["anchor"].to_list() if rows.height else []) | set(pairs["anchor"].to_list() if pairs.height else [])
     )
@@ -260,10 +267,30 @@ def _fresh_temporary_folder(output: Path) -> Path:
     return tmp
 
 
-def _fit(model, train, config: TrainingConfig, tmp: Path):
+def _fit(model, train, config: TrainingConfig, tmp: Path, log: Log | None):
     """Train `model` in place; returns the trainer's output and the seconds it took."""
     from datasets import DatasetDict
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        """The trainer's own step events drive a progress bar (steps done, rate, ETA, loss)."""
+
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = progress("train", state.max_steps, log, "steps")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.bar.set_postfix_str(f"loss {logs['loss']:.4f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
     from sentence_transformers.training_args import BatchSamplers, MultiDatasetBatchSamplers
 
     args = SentenceTransformerTrainingArguments(
@@ -288,6 +315,7 @@ def _fit(model, train, config: TrainingConfig, tmp: Path):
         args=args,
         train_dataset=DatasetDict(train) if isinstance(train, dict) else train,
         loss=_loss(model, config),
+        callbacks=[StepProgress()],
     )
     began = time.perf_counter()
     output_metrics = trainer.train()

@@ -1,5 +1,6 @@
-"""Training-triplet files people already have: FlagEmbedding/BGE JSONL, Tevatron JSONL, and
-Parquet in arhn's own `raw_triplets` columns.
+"""Training-triplet files people already have: FlagEmbedding/BGE JSONL, Tevatron JSONL, Parquet in
+arhn's own `raw_triplets` columns, and sentence-transformers layouts (core/st_formats.py: Parquet,
+JSONL lines or a `datasets` save_to_disk folder).
 
 Each line (or Parquet row) is checked on its own shape, so a file mixing BGE and Tevatron lines
 still loads. A bad row becomes a `LineIssue` naming file, line and field; the row is left out
@@ -37,8 +38,9 @@ def content_id(text: str) -> str:
 
 
 def is_landed_file(path: Path) -> bool:
-    """Landed-file names; hidden names are in-flight writes (write to '.name', then rename)."""
-    return not path.name.startswith(".") and path.name.endswith(LANDED_SUFFIXES)
+    """Landed files by name, and every folder (a `datasets` save_to_disk folder, or a folder that
+    must be named in the quarantine); hidden names are in-flight writes (write '.name', then rename)."""
+    return not path.name.startswith(".") and (path.name.endswith(LANDED_SUFFIXES) or path.is_dir())
 
 
 class RowError(ValueError):
@@ -126,7 +128,7 @@ class PassageRegistry:
         )
 
 
-def _require_text(obj: dict, name: str) -> str:
+def require_text(obj: dict, name: str) -> str:
     value = obj.get(name)
     if value is None:
         raise RowError(name, "missing")
@@ -212,13 +214,13 @@ def parse_json_record(obj: dict, registry: PassageRegistry, file: str, line: int
     """One BGE or Tevatron line, recognised by its fields."""
     origin = Path(file).name
     if "positive_passages" in obj:
-        query_text = _require_text(obj, "query")
+        query_text = require_text(obj, "query")
         positives = _tevatron_passages(_list(obj, "positive_passages", True), "positive_passages", registry, origin)
         negatives = _tevatron_passages(_list(obj, "negative_passages", False), "negative_passages", registry, origin)
         query_id = _optional_id(obj, "query_id") or registry.query_id_for_text(query_text)
         return TripletRecord(query_id, query_text, positives, negatives, None, None, None, "tevatron", file, line)
     if "pos" in obj:
-        query_text = _require_text(obj, "query")
+        query_text = require_text(obj, "query")
         pos_values = _list(obj, "pos", True)
         neg_values = _list(obj, "neg", False)
         positives = _bge_passages(pos_values, "pos", registry, origin)
@@ -240,13 +242,14 @@ def parse_json_record(obj: dict, registry: PassageRegistry, file: str, line: int
         )
     raise RowError(
         "<line>",
-        "neither a BGE line ('query', 'pos', 'neg') nor a Tevatron line ('query_id', 'query', "
-        f"'positive_passages', 'negative_passages'); fields present: {sorted(obj)[:8]}",
+        "neither a BGE line ('query', 'pos', 'neg'), a Tevatron line ('query_id', 'query', 'positive_passages', "
+        "'negative_passages') nor a sentence-transformers row (an anchor: anchor|query|question, and a positive: "
+        f"positive|answer|passage|document); fields present: {sorted(obj)[:8]}",
     )
 
 
 def parse_parquet_row(row: dict, registry: PassageRegistry, file: str, line: int) -> TripletRecord:
-    query_text = _require_text(row, "query_text")
+    query_text = require_text(row, "query_text")
     query_id = _optional_id(row, "query_id")
     if query_id is None:
         raise RowError("query_id", "missing")
@@ -273,31 +276,10 @@ def parse_parquet_row(row: dict, registry: PassageRegistry, file: str, line: int
     )
 
 
-def read_landed_file(path: Path, registry: PassageRegistry) -> tuple[list[TripletRecord], list[LineIssue]]:
-    """Parse one landed file; returns its valid records and one issue per rejected line."""
+def _parse_rows(parse, numbered, registry: PassageRegistry, file: str) -> tuple[list, list[LineIssue]]:
+    """Parse each numbered row; a rejected row leaves no passage behind."""
     records: list[TripletRecord] = []
     issues: list[LineIssue] = []
-    file = str(path)
-    try:
-        validate_file_name(path.name)
-    except InvalidFileName as refused:  # checked before the file is opened, or even stat'ed
-        return [], [LineIssue(file, 0, "<file name>", str(refused))]
-    if not path.is_file():
-        return [], [LineIssue(file, 0, "<file>", "not a regular file (a directory?)")]
-    if path.name.endswith(".parquet"):
-        try:
-            frame = pl.read_parquet(path)
-        except Exception as exc:  # polars raises several error types for a corrupt or non-Parquet file
-            return [], [LineIssue(file, 0, "<file>", f"unreadable Parquet: {exc}")]
-        missing = [c for c in OWN_PARQUET_COLUMNS if c not in frame.columns]
-        if missing:
-            return [], [
-                LineIssue(file, 0, "<file>", f"missing columns {missing}; expected {list(OWN_PARQUET_COLUMNS)}")
-            ]
-        rows = frame.select(OWN_PARQUET_COLUMNS).iter_rows(named=True)
-        parse, numbered = parse_parquet_row, ((i, row, None) for i, row in enumerate(rows, start=1))
-    else:
-        parse, numbered = parse_json_record, iter_jsonl(path)
     line = 0
     try:
         for line, obj, issue in numbered:
@@ -306,12 +288,57 @@ def read_landed_file(path: Path, registry: PassageRegistry) -> tuple[list[Triple
                 continue
             mark = len(registry.added)
             try:
-                records.append(parse(obj, registry, file, line))
+                record = parse(obj, registry, file, line)
             except RowError as err:
                 registry.rollback(mark)
                 issues.append(LineIssue(file, line, err.field, err.reason))
+                continue
+            if record is not None:  # None: a sentence-transformers row, gathered under its anchor
+                records.append(record)
     except (OSError, EOFError) as exc:  # truncated gzip, a directory named *.jsonl, I/O errors
         issues.append(LineIssue(file, line + 1, "<file>", f"unreadable from here on: {type(exc).__name__}: {exc}"))
+    return records, issues
+
+
+def _open_frame(path: Path) -> pl.DataFrame | str:
+    """The rows of a Parquet file or a `datasets` folder, or why they cannot be read."""
+    from arhn_assets.core.st_formats import read_dataset_folder  # st_formats builds on this module
+
+    if path.is_dir():
+        return read_dataset_folder(path)
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several error types for a corrupt or non-Parquet file
+        return f"unreadable Parquet: {exc}"
+
+
+def read_landed_file(path: Path, registry: PassageRegistry) -> tuple[list[TripletRecord], list[LineIssue]]:
+    """Parse one landed file (or `datasets` folder); returns its valid records and one issue per
+    rejected row. Sentence-transformers rows become one record per anchor (core/st_formats.py)."""
+    from arhn_assets.core.st_formats import StGroups, frame_parser  # st_formats builds on this module
+
+    file = str(path)
+    try:
+        validate_file_name(path.name)
+    except InvalidFileName as refused:  # checked before the file is opened, or even stat'ed
+        return [], [LineIssue(file, 0, "<file name>", str(refused))]
+    if not path.is_file() and not path.is_dir():
+        return [], [LineIssue(file, 0, "<file>", "not a regular file")]
+    groups = StGroups(file)
+    if path.is_dir() or path.name.endswith(".parquet"):
+        frame = _open_frame(path)
+        if isinstance(frame, str):
+            return [], [LineIssue(file, 0, "<file>", frame)]
+        chosen = frame_parser(frame, file, groups)
+        if isinstance(chosen, list):
+            return [], chosen
+        parse, numbered = chosen
+    else:
+        parse, numbered = groups.json_parser(), iter_jsonl(path)
+    records, issues = _parse_rows(parse, numbered, registry, file)
+    grouped, group_issues = groups.records(registry)
+    records += grouped
+    issues += group_issues
     if not records and not issues:  # so the quarantine table names an empty file too
         issues.append(LineIssue(file, 0, "<file>", "empty file: no row to read"))
     return records, issues

@@ -95,7 +95,9 @@ def judge_audit(
     if settings.truth == "qrels":
         source = validate_dataset_key(settings.beir_dataset or dataset)
         beir = load_beir_dataset(source, paths.dataset_dirs(source), download=False)
-        encoder = embedding_model.encoder(paths.embedding_cache_dir, resolve_instruction(source, settings.instruction))
+        encoder = embedding_model.encoder(
+            paths.embedding_cache_dir, resolve_instruction(source, settings.instruction), log=context.log.info
+        )
     else:
         verdicts = verdicts_path(settings, paths)
     costs: dict[str, float] = {}

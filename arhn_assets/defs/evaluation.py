@@ -59,7 +59,9 @@ def beir_scores(
             context.log.warning(f"not scoring on {eval_name}: no BEIR folder with qrels/{settings.split}.tsv")
             continue
         instruction = own_instruction if eval_name == dataset else resolve_instruction(eval_name, None)
-        encoder_for = partial(embedding_model.encoder, storage.paths.embedding_cache_dir, instruction)
+        encoder_for = partial(
+            embedding_model.encoder, storage.paths.embedding_cache_dir, instruction, log=context.log.info
+        )
         per_query, timing = evaluate_models(
             models, lambda path, make=encoder_for: make(model=path), dataset, eval_name, beir, settings
         )

@@ -15,6 +15,7 @@ from arhn_assets.core.lake import read_partition, write_partition
 from arhn_assets.core.llm.backends import BackendSpec, build_backend
 from arhn_assets.core.llm.cache import CallCache, CallStats
 from arhn_assets.core.paths import ArhnPaths, validate_dataset_key
+from arhn_assets.core.progress import Log
 from arhn_assets.core.sampling import QuerySample
 from arhn_assets.dagster_config import SettingsMixin, resource_with_settings
 from arhn_assets.execution import gpu_op_tags
@@ -68,16 +69,15 @@ class _EmbeddingModel(dg.ConfigurableResource, SettingsMixin):
     query prompt may hold an `{instruction}` slot, filled with the dataset's task instruction
     (e.g. "Instruct: {instruction}\nQuery: " for e5-mistral-style models)."""
 
-    def encoder(self, cache_dir: Path, instruction: str = "", model: str | None = None) -> Encoder:
+    def encoder(
+        self, cache_dir: Path, instruction: str = "", model: str | None = None, log: Log | None = None
+    ) -> Encoder:
         """The configured encoder, of `model` instead of the configured one when given (a trained
-        model: evaluation encodes every model with the same prompts, precision and device)."""
+        model: evaluation encodes every model with the same prompts, precision, backend and
+        device), logging its progress to `log`."""
         spec = self.settings(EncoderSpec)
-        return Encoder(
-            spec=replace(
-                spec, model=model or spec.model, query_prompt=with_instruction(spec.query_prompt, instruction)
-            ),
-            cache_dir=cache_dir,
-        )
+        spec = replace(spec, model=model or spec.model, query_prompt=with_instruction(spec.query_prompt, instruction))
+        return Encoder(spec=spec, cache_dir=cache_dir, log=log)
 
 
 EmbeddingModel = resource_with_settings(_EmbeddingModel, EncoderSpec)
@@ -143,7 +143,7 @@ class _LanguageModel(dg.ConfigurableResource, SettingsMixin):
             backend = build_backend(self.spec(), models_cache)
             cache = CallCache(call_cache)
             try:
-                frame, stats = run_stage(stage, frames, options, backend, cache, self.batch_size)
+                frame, stats = run_stage(stage, frames, options, backend, cache, self.batch_size, context.log.info)
             finally:
                 cache.close()
             return frame, stats, backend.identity

@@ -50,9 +50,8 @@ def trained_retriever(
     for (name,), refined in refined_triplets.group_by("config", maintain_order=True):
         rows, pairs = training_rows(refined, raw_triplets, raw_passages, settings.negatives_per_row, teacher)
         folder = storage.paths.home / "models" / dataset / name.replace("+", "_plus_")
-        result = train_retriever(
-            rows, pairs, settings, folder, {"name": f"arhn {dataset} {name}", "dataset": dataset, "config": name}
-        )
+        description = {"name": f"arhn {dataset} {name}", "dataset": dataset, "config": name}
+        result = train_retriever(rows, pairs, settings, folder, description, log=context.log.info)
         context.log.info(
             f"{name}: {result.steps} steps in {result.train_seconds:.1f} s{' (reused)' if result.reused else ''}"
         )

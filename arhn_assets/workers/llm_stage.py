@@ -18,6 +18,7 @@ import polars as pl
 from arhn_assets.core.llm.backends import BackendSpec, build_backend
 from arhn_assets.core.llm.base import LLMBackend
 from arhn_assets.core.llm.cache import CallCache, CallStats
+from arhn_assets.core.progress import Log
 from arhn_assets.core.rankings import RankingConfig, rank_candidates
 from arhn_assets.core.snippets import SnippetConfig, extract_snippets
 
@@ -25,10 +26,16 @@ STAGES = ("answer_snippets", "answerability_rankings")
 
 
 def run_stage(
-    stage: str, frames: dict[str, pl.DataFrame], options: dict, backend: LLMBackend, cache: CallCache, batch_size: int
+    stage: str,
+    frames: dict[str, pl.DataFrame],
+    options: dict,
+    backend: LLMBackend,
+    cache: CallCache,
+    batch_size: int,
+    log: Log | None = None,
 ) -> tuple[pl.DataFrame, CallStats]:
     """One LLM stage over `frames` (candidates, triplets, passages[, snippets]), with the stage's
-    settings as `options` and `batch_size` requests per backend call."""
+    settings as `options`, `batch_size` requests per backend call, and progress lines to `log`."""
     if stage == "answer_snippets":
         return extract_snippets(
             frames["candidates"],
@@ -38,6 +45,7 @@ def run_stage(
             cache,
             SnippetConfig(**options),
             batch_size,
+            log,
         )
     if stage == "answerability_rankings":
         return rank_candidates(
@@ -49,6 +57,7 @@ def run_stage(
             cache,
             RankingConfig(**options),
             batch_size,
+            log,
         )
     raise ValueError(f"unknown LLM stage {stage!r}; choose from {STAGES}")
 
@@ -67,7 +76,7 @@ def main() -> None:
         )
         cache = CallCache(Path(extras["call_cache"]))
         try:
-            frame, stats = run_stage(stage, frames, extras["options"], backend, cache, spec.batch_size)
+            frame, stats = run_stage(stage, frames, extras["options"], backend, cache, spec.batch_size, pipes.log.info)
         finally:
             cache.close()
         output = Path(extras["output"])

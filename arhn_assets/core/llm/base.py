@@ -10,6 +10,8 @@ from typing import Protocol
 
 from arhn_assets.core.llm.constraints import OutputConstraint
 
+# Called with the number of requests that just finished (a progress bar's update).
+Progress = Callable[[int], None]
 # (token text, natural-log probability) of the most likely first tokens, most likely first.
 TokenLogprobs = tuple[tuple[str, float], ...]
 
@@ -63,9 +65,10 @@ class LLMBackend(Protocol):
     def identity(self) -> str:
         """Runtime, model name plus revision or file hash: part of every cache key."""
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
-        """Greedy completions, one per request, in order. A backend whose requests can fail one by
-        one raises PartialBatchError, carrying those that finished."""
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[Completion]:
+        """Greedy completions, one per request, in order, calling `progress(n)` as n more finish.
+        A backend whose requests can fail one by one raises PartialBatchError, carrying those that
+        finished."""
 
 
 def generate_concurrently(
@@ -74,6 +77,7 @@ def generate_concurrently(
     concurrency: int,
     batch_error: type[PartialBatchError],
     expected: type[Exception],
+    progress: Progress | None = None,
 ) -> list[Completion]:
     """`one` over `requests` from `concurrency` threads, completions in request order.
 
@@ -87,10 +91,13 @@ def generate_concurrently(
         if failed.is_set():
             return None  # not sent
         try:
-            return one(request)
+            completion = one(request)
         except Exception:
             failed.set()
             raise
+        if progress is not None:
+            progress(1)
+        return completion
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(send, request) for request in requests]

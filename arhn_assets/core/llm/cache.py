@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from arhn_assets.core.llm.base import Completion, GenerationRequest, LLMBackend, PartialBatchError
+from arhn_assets.core.progress import Log, progress
 
 # Requests sent to a backend at a time; each batch's completions are cached as it returns.
 DEFAULT_BATCH_SIZE = 8
@@ -98,35 +99,47 @@ def cached_generate(
     requests: Sequence[GenerationRequest],
     batch_size: int = DEFAULT_BATCH_SIZE,
     stats: CallStats | None = None,
+    log: Log | None = None,
 ) -> list[Completion]:
     """Completions for `requests`, from the cache where possible; misses go to the backend in
     batches of `batch_size`, and each batch is stored as soon as it returns. A batch that fails
     partway still stores the calls that finished before the error is raised, so a rerun makes
-    only the rest."""
+    only the rest. Progress of the calls made (done/total, rate, ETA) goes to `log`."""
     stats = stats if stats is not None else CallStats()
     keys = [call_key(backend.identity, template, version, r) for r in requests]
     results = cache.get(keys)
     stats.cache_hits += sum(1 for k in keys if k in results)
     todo = [(k, r) for k, r in dict(zip(keys, requests)).items() if k not in results]
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        began = time.perf_counter()
-        try:
-            completions = backend.generate([r for _, r in batch])
-        except PartialBatchError as error:
-            finished = [(batch[index][0], completion) for index, completion in sorted(error.completed.items())]
-            _keep(finished, cache, results, stats)
-            error.add_note(
-                f"{cache.path} keeps the calls of the batch that finished ({len(finished)}); a rerun "
-                f"makes only the rest"
-            )
-            raise
-        finally:
-            stats.generate_seconds += time.perf_counter() - began
-        if len(completions) != len(batch):
-            raise RuntimeError(f"{backend.identity} answered {len(completions)} of {len(batch)} requests")
-        _keep([(k, c) for (k, _), c in zip(batch, completions)], cache, results, stats)
+    with progress(f"{template} calls", len(todo), log if todo else None, "calls") as bar:
+        for start in range(0, len(todo), batch_size):
+            _generate_batch(backend, cache, todo[start : start + batch_size], results, stats, bar.update)
     return [results[k] for k in keys]
+
+
+def _generate_batch(
+    backend: LLMBackend,
+    cache: CallCache,
+    batch: list[tuple[str, GenerationRequest]],
+    results: dict[str, Completion],
+    stats: CallStats,
+    update,
+) -> None:
+    """One batch through the backend, stored as it returns (what finished of it, if it fails)."""
+    began = time.perf_counter()
+    try:
+        completions = backend.generate([r for _, r in batch], update)
+    except PartialBatchError as error:
+        finished = [(batch[index][0], completion) for index, completion in sorted(error.completed.items())]
+        _keep(finished, cache, results, stats)
+        error.add_note(
+            f"{cache.path} keeps the calls of the batch that finished ({len(finished)}); a rerun makes only the rest"
+        )
+        raise
+    finally:
+        stats.generate_seconds += time.perf_counter() - began
+    if len(completions) != len(batch):
+        raise RuntimeError(f"{backend.identity} answered {len(completions)} of {len(batch)} requests")
+    _keep([(k, c) for (k, _), c in zip(batch, completions)], cache, results, stats)
 
 
 def _keep(

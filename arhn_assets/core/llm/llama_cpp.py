@@ -26,6 +26,7 @@ from arhn_assets.core.llm.base import (
     Completion,
     GenerationRequest,
     PartialBatchError,
+    Progress,
     first_token_logprobs,
     generate_concurrently,
 )
@@ -155,9 +156,9 @@ class LlamaCppBackend:
             first_token_logprobs=first_token_logprobs(choice),
         )
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[Completion]:
         self._load()
-        return generate_concurrently(requests, self._one, self.parallel, LlamaCppBatchError, LlamaCppError)
+        return generate_concurrently(requests, self._one, self.parallel, LlamaCppBatchError, LlamaCppError, progress)
 
     def close(self) -> None:
         self._server = None  # the server's destructor stops its loop and frees the model

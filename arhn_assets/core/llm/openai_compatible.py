@@ -19,6 +19,7 @@ from arhn_assets.core.llm.base import (
     Completion,
     GenerationRequest,
     PartialBatchError,
+    Progress,
     first_token_logprobs,
     generate_concurrently,
 )
@@ -127,6 +128,6 @@ class OpenAICompatibleBackend:
             first_token_logprobs=first_token_logprobs(choice.model_dump()),
         )
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[Completion]:
         self._connect()
-        return generate_concurrently(requests, self._one, self.concurrency, ServerBatchError, ServerError)
+        return generate_concurrently(requests, self._one, self.concurrency, ServerBatchError, ServerError, progress)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from arhn_assets.core.embeddings import model_fingerprint
-from arhn_assets.core.llm.base import Completion, GenerationRequest, TokenLogprobs
+from arhn_assets.core.llm.base import Completion, GenerationRequest, Progress, TokenLogprobs
 
 
 @dataclass
@@ -47,7 +47,7 @@ class VLLMBackend:
             )
         return self._engine
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+    def generate(self, requests: Sequence[GenerationRequest], progress: Progress | None = None) -> list[Completion]:
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -69,6 +69,8 @@ class VLLMBackend:
             chat_template_kwargs={"enable_thinking": self.enable_thinking},
         )
         seconds = time.perf_counter() - began
+        if progress is not None:
+            progress(len(outputs))  # vLLM schedules the whole list at once; it ends all together
         return [
             Completion(
                 text=out.outputs[0].text,
