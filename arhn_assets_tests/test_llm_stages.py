@@ -72,15 +72,15 @@ def test_parallel_slots_answer_every_request(models_cache):
 def test_snippet_rows_carry_status_probability_tokens_and_model(mode, backend, tmp_path):
     candidates = toy_candidates()
     cache = CallCache(tmp_path / "calls.sqlite")
-    config = SnippetConfig(batch_size=4, mode=mode)
-    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
+    config = SnippetConfig(mode=mode)
+    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config, 4)
     assert frame.height == candidates.height and set(frame["status"]) <= SNIPPET_STATUSES
     assert frame.filter(pl.col("status") == "answer")["snippet"].is_not_null().all()
     assert frame["is_original_positive"].sum() == candidates.filter(pl.col("source") == "positive").height
     assert stats.calls == candidates.height and stats.prompt_tokens == frame["prompt_tokens"].sum()
     assert frame["answer_probability"].is_between(0.0, 1.0).all()
     assert set(frame["prompt_template"]) == {"answer_snippet" if mode == "span" else "answer_sentence"}
-    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
+    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config, 4)
     assert warm.calls == 0 and warm.cache_hits == candidates.height
     assert again.drop("cached").equals(frame.drop("cached")) and again["cached"].all()
 

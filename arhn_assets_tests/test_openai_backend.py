@@ -49,13 +49,13 @@ def backend(server, monkeypatch) -> OpenAICompatibleBackend:
 def test_snippets_over_http_record_tokens_probabilities_model_and_resume_from_cache(backend, tmp_path):
     candidates = toy_candidates(2, 3)
     cache = CallCache(tmp_path / "calls.sqlite")
-    config = SnippetConfig(batch_size=4, mode="span")
-    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
+    config = SnippetConfig(mode="span")
+    frame, stats = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config, batch_size=4)
     assert frame.height == candidates.height and set(frame["status"]) <= SNIPPET_STATUSES
     assert (frame["prompt_tokens"] > 50).all() and (frame["completion_tokens"] > 0).all()
     assert set(frame["model"]) == {"smollm2@Q4_1"} and stats.calls == candidates.height
     assert frame["answer_probability"].is_between(0.0, 1.0).all()  # the server's `logprobs`
-    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config)
+    again, warm = extract_snippets(candidates, make_triplets(), make_passages(), backend, cache, config, batch_size=4)
     assert warm.calls == 0 and again.drop("cached").equals(frame.drop("cached"))
 
 

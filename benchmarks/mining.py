@@ -131,3 +131,7 @@ def measure(label, spec, cache, triplets, passages, expected, st_seconds, scifac
         )
     ndcg, seconds = timed(lambda: mean_scores(evaluate(Encoder(spec, cache), scifact))["ndcg@10"])
     print(f"arhn {label:14} SciFact test nDCG@10 {ndcg:.4f} (published 0.6451; {seconds:.1f} s, corpus cached)")
+
+
+if __name__ == "__main__":
+    main()

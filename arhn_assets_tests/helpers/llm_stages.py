@@ -36,7 +36,7 @@ def run_toy_stage(stage: str, backend, cache: CallCache):
     candidates = toy_candidates(6, 3)
     if stage == "answer_snippets":
         return extract_snippets(
-            candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(batch_size=2)
+            candidates, make_triplets(), make_passages(), backend, cache, SnippetConfig(), batch_size=2
         )
     return rank_candidates(
         candidates,
@@ -45,7 +45,8 @@ def run_toy_stage(stage: str, backend, cache: CallCache):
         None,
         backend,
         cache,
-        RankingConfig(window_size=2, step=1, batch_size=1),
+        RankingConfig(window_size=2, step=1),
+        batch_size=1,
     )
 
 
