@@ -4,9 +4,12 @@ The cache is keyed by what determines an embedding: the model's identity (a fing
 files, or its hub name and revision), the backend that runs it (torch, ONNX Runtime, OpenVINO)
 and its quantization, the precision, the maximum sequence length, the role (query/document) with
 its prompt, and the sha256 of the text. It lives under
-`$ARHN_HOME/cache/embeddings/<key>/` as Parquet shards, one written (atomically) per encoded
-chunk, so a killed encode keeps what it finished and a re-run, or mining with other filter
-settings, encodes nothing that is already there.
+`$ARHN_HOME/cache/embeddings/<key>/` as shards, one written (atomically) per encoded chunk, so a
+killed encode keeps what it finished and a re-run, or mining with other filter settings, encodes
+nothing that is already there. A shard is a `.npy` of float32 vectors, memory-mapped when read,
+beside a `.npy` of their texts' hashes: only the hash -> row index is held in memory, and
+`Encoder.embeddings` hands searches a lazy view that reads the corpus chunk by chunk
+(`core/search.py`), so a corpus of millions of passages is never loaded whole.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import polars as pl
 
 from arhn_assets.core.progress import Log, progress
 
@@ -40,6 +43,10 @@ EDGE_BYTES = 4 * 2**20
 DEFAULT_CHUNK_SIZE = 2048
 # Batches encoded between two progress updates (whole batches, so the batches stay those of one call).
 PROGRESS_BATCHES = 4
+# The shards' on-disk format, part of every cache key. Caches written before it (Parquet shards
+# holding the vectors) have other keys, so they are simply not read (delete their folders to
+# reclaim the space): old and new shards never mix in one folder.
+CACHE_FORMAT = "npy-shards-1"
 
 
 def default_model_path() -> str:
@@ -122,7 +129,11 @@ class EncodeStats:
 
 
 class EmbeddingStore:
-    """Parquet shards of (text_hash, embedding) under one cache key's folder."""
+    """The shards of one cache key's folder: `shard-<time>-<id>.vectors.npy` (float32 rows) and
+    `shard-<time>-<id>.hashes.npy` (their texts' hashes, written last: a shard exists once its
+    hashes do). Only the index text hash -> row (numbered across shards, oldest shard first) is
+    held in memory; rows are read from memory-mapped shards on demand (`take`), each mapping
+    dropped once read, so what stays resident is what the caller keeps."""
 
     def __init__(self, folder: Path, description: dict):
         self.folder = folder
@@ -131,18 +142,21 @@ class EmbeddingStore:
         if not spec_file.exists():
             spec_file.write_text(json.dumps(description, indent=2, sort_keys=True))
         self._rows: dict[str, int] = {}
-        self._blocks: list[np.ndarray] = []
-        self._count = 0
-        for shard in sorted(folder.glob("shard-*.parquet")):
-            frame = pl.read_parquet(shard)
-            self._append(frame["text_hash"].to_list(), frame["embedding"].to_numpy())
+        self._shards: list[Path] = []
+        self._starts = np.zeros(1, dtype=np.int64)  # first row of each shard, then the row count
+        self.dim = 0
+        for hashes_file in sorted(folder.glob("shard-*.hashes.npy")):
+            vectors = hashes_file.with_name(hashes_file.name.removesuffix(".hashes.npy") + ".vectors.npy")
+            dim = np.load(vectors, mmap_mode="r").shape[1]
+            self._register(vectors, np.load(hashes_file).astype(str).tolist(), dim)
 
-    def _append(self, hashes: list[str], embeddings: np.ndarray) -> None:
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        self._blocks.append(embeddings)
-        for offset, key in enumerate(hashes):
-            self._rows.setdefault(key, self._count + offset)
-        self._count += len(hashes)
+    def _register(self, vectors: Path, hashes: list[str], dim: int) -> None:
+        start = int(self._starts[-1])
+        for row, key in enumerate(hashes, start):
+            self._rows.setdefault(key, row)
+        self._shards.append(vectors)
+        self._starts = np.append(self._starts, start + len(hashes))
+        self.dim = dim
 
     def __contains__(self, key: str) -> bool:
         return key in self._rows
@@ -150,25 +164,74 @@ class EmbeddingStore:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def row(self, key: str) -> int:
+        return self._rows[key]
+
     def get(self, hashes: list[str]) -> np.ndarray:
-        if len(self._blocks) > 1:
-            self._blocks = [np.concatenate(self._blocks)]
-        return self._blocks[0][[self._rows[h] for h in hashes]]
+        return self.take(np.fromiter((self._rows[h] for h in hashes), dtype=np.int64, count=len(hashes)))
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Float32 rows by number (-1: a row of zeros), gathered shard by shard from the mapped files."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        present = np.flatnonzero(rows >= 0)
+        if not len(present):
+            return out
+        shard = np.searchsorted(self._starts, rows[present], side="right") - 1
+        order = np.argsort(shard, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(shard[order])) + 1):
+            number = int(shard[group[0]])
+            local = rows[present[group]] - self._starts[number]
+            vectors = np.load(self._shards[number], mmap_mode="r")
+            contiguous = (np.diff(local) == 1).all()  # then one slice, not a gather
+            out[present[group]] = vectors[local[0] : local[-1] + 1] if contiguous else vectors[local]
+            del vectors  # unmapped: its pages stop counting towards this process
+        return out
 
     def add(self, hashes: list[str], embeddings: np.ndarray) -> None:
-        frame = pl.DataFrame(
-            {
-                "text_hash": hashes,
-                "embedding": pl.Series(np.asarray(embeddings, dtype=np.float32)).cast(
-                    pl.Array(pl.Float32, embeddings.shape[1])
-                ),
-            }
-        )
-        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        frame.write_parquet(tmp)
-        os.replace(tmp, self.folder / name)
-        self._append(hashes, embeddings)
+        """One new shard, its files written under temporary names and renamed into place."""
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        vectors = self.folder / f"{name}.vectors.npy"
+        _write_atomically(vectors, embeddings)
+        _write_atomically(self.folder / f"{name}.hashes.npy", np.array(hashes, dtype="S"))
+        self._register(vectors, list(hashes), embeddings.shape[1])
+
+
+def _write_atomically(path: Path, array: np.ndarray) -> None:
+    with open(tmp := path.with_name(f".{path.name}.tmp"), "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+class EmbeddingView:
+    """Embeddings of a list of texts, in that order, read from a store's shards on demand:
+    `shape`, `chunks(size)` yielding (offset, float32 block) in order, and `view[indices]` for
+    some rows. Row number -1 stands for a row of zeros (a text that was not needed)."""
+
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray):
+        self.store = store
+        self.rows = np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), self.store.dim)
+
+    def __getitem__(self, indices) -> np.ndarray:
+        return self.store.take(self.rows[np.asarray(indices, dtype=np.int64)])
+
+    def chunks(self, size: int):
+        for offset in range(0, len(self.rows), size):
+            yield offset, self.store.take(self.rows[offset : offset + size])
+
+    def expand(self, positions, length: int) -> EmbeddingView:
+        """A view of `length` rows: this view's i-th row at `positions[i]`, zeros elsewhere."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) != len(self.rows):
+            raise ValueError(f"{len(positions)} positions for a view of {len(self.rows)} rows")
+        rows = np.full(length, -1, dtype=np.int64)
+        rows[positions] = self.rows
+        return EmbeddingView(self.store, rows)
 
 
 @dataclass
@@ -180,6 +243,10 @@ class Encoder:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     log: Log | None = None  # progress lines while encoding (done/total, rate, ETA)
     stats: dict[str, EncodeStats] = field(default_factory=dict)
+    # Encodes the cache misses elsewhere (core.ray_encoding.RayEncoding: Ray actors): called with
+    # this encoder, the missing texts (longest first) and the role, it writes them as shards of
+    # `store(role)`'s folder, which is then read again. None: encoded here.
+    encode_misses: Callable[[Encoder, list[str], Role], None] | None = None
     _model: object = None
     _fingerprint: str | None = None
     _stores: dict[str, EmbeddingStore] = field(default_factory=dict)
@@ -230,6 +297,7 @@ class Encoder:
             "role": role,
             "prompt": self._prompt(role),
             "normalized": True,
+            "format": CACHE_FORMAT,
         }
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
         readable = re.sub(r"[^A-Za-z0-9._-]+", "_", self.fingerprint.split("@")[0])[-48:]
@@ -243,6 +311,11 @@ class Encoder:
 
     def encode(self, texts: list[str], role: Role) -> np.ndarray:
         """L2-normalised float32 embeddings of `texts`, in order, encoding only cache misses."""
+        return self.embeddings(texts, role)[np.arange(len(texts))]
+
+    def embeddings(self, texts: list[str], role: Role) -> EmbeddingView:
+        """The same embeddings as a lazy view read from the cache's shards chunk by chunk (for a
+        corpus, which `encode` would load whole), encoding only cache misses."""
         stats = self.stats.setdefault(role, EncodeStats())
         store = self.store(role)
         hashes = [text_hash(t) for t in texts]
@@ -255,13 +328,18 @@ class Encoder:
             # batches then give the same batches and the cache grows one shard per chunk.
             todo = sorted(missing, key=lambda h: -len(by_hash[h]))
             started = time.perf_counter()
-            with progress(f"encode {role}s", len(todo), self.log, f"{role}s") as bar:
-                for start in range(0, len(todo), self.chunk_size):
-                    chunk = todo[start : start + self.chunk_size]
-                    store.add(chunk, self._encode_chunk([by_hash[h] for h in chunk], role, bar))
+            if self.encode_misses is not None:
+                self.encode_misses(self, [by_hash[h] for h in todo], role)
+                del self._stores[role]
+                store = self.store(role)
+            else:
+                with progress(f"encode {role}s", len(todo), self.log, f"{role}s") as bar:
+                    for start in range(0, len(todo), self.chunk_size):
+                        chunk = todo[start : start + self.chunk_size]
+                        store.add(chunk, self._encode_chunk([by_hash[h] for h in chunk], role, bar))
             stats.encode_seconds += time.perf_counter() - started
             stats.encoded += len(todo)
-        return store.get(hashes)
+        return EmbeddingView(store, np.fromiter((store.row(h) for h in hashes), dtype=np.int64, count=len(hashes)))
 
     def _encode_chunk(self, texts: list[str], role: Role, bar) -> np.ndarray:
         """One cache shard's texts, encoded in slices of whole batches so progress moves every few seconds."""

@@ -1,9 +1,10 @@
 """Stage 5b, evaluation: score retrievers on a BEIR split with pytrec_eval, per query and overall.
 
 Retrieval is exact cosine search over the whole corpus (embeddings from `embeddings.Encoder`, so
-a corpus is encoded once per model and cached). Metrics are pytrec_eval's, as beir computes them:
-nDCG@10 (`ndcg_cut_10`), Recall@100 (`recall_100`), MAP@100 (`map_cut_100`), and MRR@10, which
-trec_eval has no cut for, so it is `recip_rank` over each query's top 10, as beir's `mrr` does.
+a corpus is encoded once per model and cached), streamed over the cache's shards in chunks.
+Metrics are pytrec_eval's, as beir computes them: nDCG@10 (`ndcg_cut_10`), Recall@100
+(`recall_100`), MAP@100 (`map_cut_100`), and MRR@10, which trec_eval has no cut for, so it is
+`recip_rank` over each query's top 10, as beir's `mrr` does.
 Per-query values are kept so configurations can be compared with paired tests (`paired_tests`).
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 from arhn_assets.core.beir_io import BeirDataset, passage_text
 from arhn_assets.core.embeddings import Encoder
+from arhn_assets.core.search import exact_search
 
 METRICS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100", "mrr@10": "recip_rank"}
 QUERY_SCORES_SCHEMA = {"query_id": pl.String, "metric": pl.String, "value": pl.Float64}
@@ -43,30 +45,34 @@ class EvaluationConfig:
     # query is itself a corpus document). Off by default, as in MTEB.
     ignore_identical_ids: bool = False
     query_chunk_size: int = 1024
+    # Passages scored per step of the exact search, read from the embedding cache: peak memory is
+    # about query_chunk_size x corpus_chunk_size x 12 bytes plus the top-k, not the corpus.
+    corpus_chunk_size: int = field(default=8192, metadata={"doc": "passages scored per step of the exact search"})
 
 
 def retrieve(
     encoder: Encoder, dataset: BeirDataset, query_ids: list[str], config: EvaluationConfig
 ) -> dict[str, dict[str, float]]:
-    """{query_id: {doc_id: cosine score}} for the top_k passages of each query."""
-    import torch
+    """{query_id: {doc_id: cosine score}} for the top_k passages of each query.
 
+    The corpus is searched exactly in one pass over the embedding cache's shards,
+    `corpus_chunk_size` passages at a time (`core/search.py`), so it is never loaded whole."""
     corpus = dataset.corpus
-    doc_ids = corpus["doc_id"].to_list()
-    doc_emb = torch.from_numpy(
-        encoder.encode([passage_text(t, x) for t, x in corpus.select("title", "text").iter_rows()], "document")
+    doc_emb = encoder.embeddings(
+        [passage_text(t, x) for t, x in corpus.select("title", "text").iter_rows()], "document"
     )
     query_text = dict(dataset.queries.select("query_id", "text").iter_rows())
-    query_emb = torch.from_numpy(encoder.encode([query_text[q] for q in query_ids], "query"))
-    k = min(config.top_k + (1 if config.ignore_identical_ids else 0), len(doc_ids))
+    query_emb = encoder.encode([query_text[q] for q in query_ids], "query")
+    k = min(config.top_k + (1 if config.ignore_identical_ids else 0), corpus.height)
+    hits = exact_search(query_emb, doc_emb, k, config.corpus_chunk_size, config.query_chunk_size)
+    doc_ids = corpus["doc_id"].gather(hits.indices.flatten().numpy()).to_list()
+    scores = hits.scores.flatten().tolist()
     run: dict[str, dict[str, float]] = {}
-    for start in range(0, len(query_ids), config.query_chunk_size):
-        scores, indices = torch.topk(query_emb[start : start + config.query_chunk_size] @ doc_emb.T, k=k, dim=1)
-        for row, query_id in enumerate(query_ids[start : start + config.query_chunk_size]):
-            hits = {doc_ids[j]: float(s) for s, j in zip(scores[row].tolist(), indices[row].tolist())}
-            if config.ignore_identical_ids:
-                hits.pop(query_id, None)
-            run[query_id] = dict(list(hits.items())[: config.top_k])
+    for row, query_id in enumerate(query_ids):
+        hits_of_query = dict(zip(doc_ids[row * k : (row + 1) * k], scores[row * k : (row + 1) * k], strict=True))
+        if config.ignore_identical_ids:
+            hits_of_query.pop(query_id, None)
+        run[query_id] = dict(list(hits_of_query.items())[: config.top_k])
     return run
 
 

@@ -15,7 +15,7 @@ settings move between the two unchanged:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
@@ -49,10 +49,23 @@ class MiningConfig:
     sampling_strategy: Literal["top", "random"] = "top"
     seed: int = 42
     search: Literal["exact", "faiss"] = "exact"
-    faiss_index: str = "Flat"  # any faiss.index_factory string, e.g. "HNSW32" for approximate search
+    # Any faiss.index_factory string: "Flat" (exact), "HNSW32", "IVF256,Flat", "IVF256,PQ32"...
+    faiss_index: str = "Flat"
+    faiss_nprobe: int | None = field(default=None, metadata={"doc": "IVF: lists visited per query (FAISS: 1)"})
+    faiss_ef_search: int | None = field(default=None, metadata={"doc": "HNSW: search breadth (FAISS: 16)"})
+    faiss_rerank: int = field(
+        default=0, metadata={"doc": "re-score the best max(k, this) FAISS candidates exactly from the cache; 0 = off"}
+    )
+    faiss_train_size: int = field(
+        default=100_000, metadata={"doc": "corpus rows sampled to train an IVF/PQ index (>= 39 per IVF list)"}
+    )
     provided_negatives: Literal["keep", "filter", "ignore"] = "keep"
     mine_from_corpus: Literal["auto", "always", "never"] = "auto"
     query_chunk_size: int = 4096
+    # Exact search streams the corpus from the embedding cache this many passages at a time: peak
+    # memory is about query_chunk_size x corpus_chunk_size x 12 bytes plus the top-k, not the
+    # corpus. SciFact (5,183 passages) is one chunk.
+    corpus_chunk_size: int = field(default=8192, metadata={"doc": "passages scored per step of the exact search"})
     # Negatives mined past num_negatives and kept aside (source 'reserve'): the LLM stages do not
     # judge them; refine backfills a query whose judged negatives were all removed from them.
     reserve_negatives: int = 0
@@ -84,6 +97,11 @@ class MiningConfig:
                 f"cannot mine {self.num_negatives} negatives per query: only {range_max - self.range_min} "
                 f"candidates remain after skipping range_min={self.range_min} of range_max={range_max}"
             )
+        for name in ("query_chunk_size", "corpus_chunk_size", "faiss_train_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.faiss_rerank < 0:
+            raise ValueError(f"faiss_rerank must be non-negative, got {self.faiss_rerank}")
         if self.sampling_strategy not in ("top", "random"):
             raise ValueError(f"sampling_strategy must be 'top' or 'random', got {self.sampling_strategy!r}")
         return range_max

@@ -1,4 +1,5 @@
-"""The de-duplicated corpus, the nearest-neighbour search over it and the score filters."""
+"""The de-duplicated corpus, the nearest-neighbour search over it (`core/search.py`, streamed over
+the corpus in chunks) and the score filters."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from arhn_assets.core.beir_io import passage_text
 from arhn_assets.core.mining.config import MiningConfig
+from arhn_assets.core.search import as_view, exact_search, faiss_search, tracked_scores
 
 
 @dataclass
@@ -50,37 +52,34 @@ class SearchHits(NamedTuple):
     tracked: list[Tracked]
 
 
-def search(
-    query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, config: MiningConfig, tracked: list[list[int]]
-) -> SearchHits:
+def search(query_emb: np.ndarray, corpus_emb, k: int, config: MiningConfig, tracked: list[list[int]]) -> SearchHits:
     """Top-k (scores, text indices) per query, padded with (-inf, -1) up to k columns, and for
     the `tracked` text indices of each query (positives, provided negatives) their (scores,
-    exact 1-based ranks), read from the same similarity rows so ranks agree with the search.
-    FAISS does not expose whole rows, so there tracked scores are computed apart, ranks None."""
-    n = corpus_emb.shape[0]
-    tracked_out: list[Tracked] = []
+    exact 1-based ranks), the ranks counted in the same pass over the corpus as the search.
+    `corpus_emb` is a chunked corpus (`core/search.py`: the embedding cache's lazy view) or an
+    array. Exact search reads it `corpus_chunk_size` rows at a time; a FAISS index is built from
+    it the same way, and there tracked scores are computed apart, ranks None."""
+    corpus = as_view(corpus_emb)
+    n = corpus.shape[0]
     if config.search == "faiss":
-        import faiss
-
-        index = faiss.index_factory(corpus_emb.shape[1], config.faiss_index, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:
-            index.train(corpus_emb)
-        index.add(corpus_emb)
-        scores, indices = index.search(query_emb, min(k, n))
-        scores, indices = torch.from_numpy(scores), torch.from_numpy(indices)
-        scores[indices < 0] = -math.inf
-        tracked_out = [Tracked(corpus_emb[idx] @ q, None) for q, idx in zip(query_emb, tracked, strict=True)]
+        scores, indices = faiss_search(
+            query_emb,
+            corpus,
+            min(k, n),
+            config.faiss_index,
+            chunk_size=config.corpus_chunk_size,
+            train_size=config.faiss_train_size,
+            nprobe=config.faiss_nprobe,
+            ef_search=config.faiss_ef_search,
+            rerank_depth=config.faiss_rerank,
+            seed=config.seed,
+        )
+        _, tracked_values = tracked_scores(query_emb, corpus, tracked)
+        tracked_out = [Tracked(row[: len(t)].numpy(), None) for row, t in zip(tracked_values, tracked, strict=True)]
     else:
-        corpus = torch.from_numpy(corpus_emb)
-        parts = []
-        for start in range(0, len(query_emb), config.query_chunk_size):
-            chunk = torch.from_numpy(query_emb[start : start + config.query_chunk_size]) @ corpus.T
-            parts.append(torch.topk(chunk, k=min(k, n), dim=1))
-            for row, idx in zip(chunk, tracked[start : start + config.query_chunk_size], strict=True):
-                values = row[idx]
-                tracked_out.append(Tracked(values.numpy(), ((row[None, :] > values[:, None]).sum(1) + 1).numpy()))
-        scores = torch.cat([p.values for p in parts]) if parts else torch.empty(0, min(k, n))
-        indices = torch.cat([p.indices for p in parts]) if parts else torch.empty(0, min(k, n), dtype=torch.long)
+        hits = exact_search(query_emb, corpus, k, config.corpus_chunk_size, config.query_chunk_size, tracked)
+        scores, indices = hits.scores, hits.indices
+        tracked_out = [Tracked(s, r) for s, r in zip(hits.tracked_scores, hits.tracked_ranks, strict=True)]
     if scores.shape[1] < k:
         pad = k - scores.shape[1]
         scores = torch.cat([scores, scores.new_full((scores.shape[0], pad), -math.inf)], dim=1)

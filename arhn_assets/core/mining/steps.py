@@ -12,9 +12,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from arhn_assets.core.embeddings import Encoder
+from arhn_assets.core.embeddings import EmbeddingView, Encoder
 from arhn_assets.core.mining.config import FILTERS, MiningConfig
 from arhn_assets.core.mining.search import DedupedCorpus, SearchHits, Tracked, score_filters, search
+from arhn_assets.core.search import ArrayView
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class CandidateSets:
 
 
 class Encoded(NamedTuple):
-    corpus: np.ndarray  # one row per de-duplicated text, zeros where not needed
+    # One row per de-duplicated text (zeros where not needed), read from the embedding cache's
+    # shards on demand: `corpus[indices]` gives rows, the search reads it in chunks.
+    corpus: EmbeddingView | ArrayView
     queries: np.ndarray
     stats: dict[str, dict]
 
@@ -115,17 +118,18 @@ def candidate_sets(triplets: pl.DataFrame, corpus: DedupedCorpus, config: Mining
 
 
 def encode(sets: CandidateSets, corpus: DedupedCorpus, encoder: Encoder) -> Encoded:
-    # Encode only what is scored: the whole corpus when any query is searched.
+    # Encode only what is scored: the whole corpus when any query is searched. The corpus stays in
+    # the cache's shards: a lazy view that the search reads chunk by chunk.
     if sets.searched:
         needed = np.arange(len(corpus.texts))
     else:
         scored = {j for pos in sets.positives for j in pos} | {j for given in sets.provided for j in given.values()}
         needed = np.array(sorted(scored), dtype=np.int64)
-    corpus_emb = np.zeros((len(corpus.texts), 0), dtype=np.float32)
-    if len(needed):
-        encoded = encoder.encode([corpus.texts[j] for j in needed], "document")
-        corpus_emb = np.zeros((len(corpus.texts), encoded.shape[1]), dtype=np.float32)
-        corpus_emb[needed] = encoded
+    corpus_emb = ArrayView(np.zeros((len(corpus.texts), 0), dtype=np.float32))
+    if len(needed) == len(corpus.texts) and len(needed):
+        corpus_emb = encoder.embeddings(corpus.texts, "document")
+    elif len(needed):
+        corpus_emb = encoder.embeddings([corpus.texts[j] for j in needed], "document").expand(needed, len(corpus.texts))
     query_emb = np.zeros((0, corpus_emb.shape[1]), np.float32)
     if sets.queries:
         query_emb = encoder.encode([q["query_text"] for q in sets.queries], "query")
