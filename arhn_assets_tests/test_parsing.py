@@ -718,3 +718,14 @@ def test_answer_probability_is_none_without_evidence(first):
 def test_answer_probability_lies_in_the_unit_interval(first):
     value = answer_probability(tuple(first))
     assert value is None or 0.0 <= value <= 1.0
+
+
+def test_a_sentence_choice_is_returned_in_the_stored_passages_own_characters():
+    """The model reads the passage with its whitespace collapsed; the snippet is the stored text's."""
+    from arhn_assets.core.snippets import SnippetConfig, snippet_task
+
+    stored = "Bread rises.\nYeast  makes carbon\tdioxide. The gas is trapped."
+    task = snippet_task("What makes bread rise?", "", stored, SnippetConfig(mode="sentence"))
+    assert "[2] Yeast makes carbon dioxide." in task.request.messages[1][1]
+    parsed = task.parse("2", SNIPPET_SPEC | {"no_answer_token": "NO_ANSWER"})
+    assert parsed.status == "answer" and parsed.snippet == "Yeast  makes carbon\tdioxide." and parsed.snippet in stored

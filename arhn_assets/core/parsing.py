@@ -18,8 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-RankingStatus = Literal["ok", "wrong_format", "repetition", "missing_documents"]
-SnippetStatus = Literal["answer", "no_answer", "ungrounded", "invalid"]
+# `error`: the backend failed on this request (its reason is in the completion's `error`): nothing
+# was parsed, and the call is not cached, so the next run asks again.
+RankingStatus = Literal["ok", "wrong_format", "repetition", "missing_documents", "error"]
+SnippetStatus = Literal["answer", "no_answer", "ungrounded", "invalid", "error"]
 
 DIGITS = re.compile(r"\d+")
 QUOTES = "\"'`“”‘’«»„‚‹›"
@@ -60,6 +62,11 @@ class RankingParse:
     missing: int = 0
 
 
+def failed_ranking(n: int) -> RankingParse:
+    """A window the backend failed on: the order it was shown in, with status `error`."""
+    return RankingParse(list(range(n)), "error", missing=n)
+
+
 def parse_ranking(text: str, n: int, pattern: str | None = None) -> RankingParse:
     """Parse `[3] > [1] > [2]` for a window of `n` passages numbered from 1."""
     body = strip_thinking(text or "").strip()
@@ -96,6 +103,11 @@ class SnippetParse:
     status: SnippetStatus
     snippet: str | None  # the passage's own text of the span when status is 'answer'
     raw: str
+
+
+def failed_snippet(reason: str) -> SnippetParse:
+    """A request the backend failed on: status `error`, and the reason where the completion goes."""
+    return SnippetParse("error", None, reason)
 
 
 def _normalized_with_offsets(text: str) -> tuple[str, list[int], list[int]]:

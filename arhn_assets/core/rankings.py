@@ -28,12 +28,13 @@ from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
 from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE, CallCache, CallStats, cached_generate
 from arhn_assets.core.llm.constraints import ranking
 from arhn_assets.core.mining import judged
-from arhn_assets.core.parsing import RankingParse, RankingStatus, parse_ranking
+from arhn_assets.core.parsing import RankingParse, RankingStatus, failed_ranking, parse_ranking
 from arhn_assets.core.progress import Log
 from arhn_assets.core.prompts import load_template, ranking_prompt
 
 RankOn = Literal["passage", "snippet", "snippet_else_passage", "answer_probability"]
-STATUS_SEVERITY: dict[str, int] = {"ok": 0, "missing_documents": 1, "repetition": 2, "wrong_format": 3}
+# `error`: the backend failed on a window (not cached, retried by the next run); that window keeps its order.
+STATUS_SEVERITY: dict[str, int] = {"ok": 0, "missing_documents": 1, "repetition": 2, "wrong_format": 3, "error": 4}
 
 
 def window_bounds(n: int, window_size: int = 20, step: int = 10) -> list[tuple[int, int]]:
@@ -107,7 +108,7 @@ RANKINGS_SCHEMA = {
     "query_id": pl.String,
     "ranking": pl.List(pl.String),  # doc ids, most directly answering first
     "positive_rank": pl.Int64,  # 1-based rank of the best-ranked original positive
-    "status": pl.String,  # ok | wrong_format | repetition | missing_documents (worst window)
+    "status": pl.String,  # ok | wrong_format | repetition | missing_documents | error (worst window)
     "windows": pl.Int64,
     "window_statuses": pl.List(pl.String),
     "model": pl.String,
@@ -167,7 +168,10 @@ def llm_judge(
             stats,
             log,
         )
-        return [parse_ranking(c.text, len(r.doc_ids), spec["output_pattern"]) for c, r in zip(completions, requests)]
+        return [
+            failed_ranking(len(r.doc_ids)) if c.error else parse_ranking(c.text, len(r.doc_ids), spec["output_pattern"])
+            for c, r in zip(completions, requests)
+        ]
 
     return judge
 

@@ -26,7 +26,14 @@ from arhn_assets.core.llm.base import GenerationRequest, LLMBackend
 from arhn_assets.core.llm.cache import DEFAULT_BATCH_SIZE, CallCache, CallStats, cached_generate
 from arhn_assets.core.llm.constraints import sentences as sentence_constraint
 from arhn_assets.core.mining import judged
-from arhn_assets.core.parsing import SnippetParse, answer_probability, parse_sentence_choice, parse_snippet
+from arhn_assets.core.parsing import (
+    SnippetParse,
+    answer_probability,
+    failed_snippet,
+    find_verbatim,
+    parse_sentence_choice,
+    parse_snippet,
+)
 from arhn_assets.core.progress import Log
 from arhn_assets.core.prompts import load_template, sentence_prompt, snippet_prompt, truncate_words
 
@@ -36,9 +43,9 @@ SNIPPETS_SCHEMA = {
     "doc_id": pl.String,
     "is_original_positive": pl.Boolean,
     "snippet": pl.String,
-    "status": pl.String,  # answer | no_answer | ungrounded | invalid
+    "status": pl.String,  # answer | no_answer | ungrounded | invalid | error (the backend failed; retried next run)
     "answer_probability": pl.Float64,  # P(not NO_ANSWER) from the first token; null without logprobs
-    "completion": pl.String,  # the raw completion, for audits of ungrounded and invalid rows
+    "completion": pl.String,  # the raw completion, for audits of ungrounded and invalid rows; an error's reason
     "model": pl.String,
     "prompt_template": pl.String,  # answer_snippet (span mode) | answer_sentence (sentence mode)
     "prompt_version": pl.Int64,
@@ -80,14 +87,19 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
 class SnippetTask:
     """One (query, passage) as stage 1 asks it: what the model reads and the request it gets."""
 
-    passage: str  # the passage truncated to max_words
+    text: str  # the passage as stored: snippets are returned as its own characters
+    passage: str  # what the model reads: the passage cut to max_words (whitespace collapsed)
     sentences: list[tuple[int, int]]  # sentence mode: offsets of the numbered sentences in `passage`
     request: GenerationRequest
 
-    def parse(self, text: str, spec: dict) -> SnippetParse:
+    def parse(self, completion: str, spec: dict) -> SnippetParse:
         if not self.sentences:
-            return parse_snippet(text, self.passage, spec["no_answer_token"], spec.get("strip_prefix"))
-        return parse_sentence_choice(text, self.sentences, self.passage, spec["no_answer_token"])
+            return parse_snippet(completion, self.text, spec["no_answer_token"], spec.get("strip_prefix"))
+        parsed = parse_sentence_choice(completion, self.sentences, self.passage, spec["no_answer_token"])
+        if parsed.snippet is None:
+            return parsed
+        # The chosen sentences in the stored passage's own characters (its line breaks, its spaces).
+        return SnippetParse(parsed.status, find_verbatim(parsed.snippet, self.text) or parsed.snippet, parsed.raw)
 
 
 def snippet_task(query: str, instruction: str, text: str, config: SnippetConfig) -> SnippetTask:
@@ -98,9 +110,8 @@ def snippet_task(query: str, instruction: str, text: str, config: SnippetConfig)
         spans = split_sentences(passage) or [(0, len(passage))]
         prompt = sentence_prompt(query, [passage[a:b] for a, b in spans], instruction)
         constraint = sentence_constraint(len(spans))
-    return SnippetTask(
-        passage, spans, GenerationRequest(prompt.messages, prompt.max_new_tokens, constraint, config.top_logprobs)
-    )
+    request = GenerationRequest(prompt.messages, prompt.max_new_tokens, constraint, config.top_logprobs)
+    return SnippetTask(text, passage, spans, request)
 
 
 def extract_snippets(
@@ -130,7 +141,7 @@ def extract_snippets(
     )
     out = []
     for (dataset, query_id, doc_id, source), task, completion in zip(rows, tasks, completions):
-        parsed = task.parse(completion.text, spec)
+        parsed = failed_snippet(completion.error) if completion.error else task.parse(completion.text, spec)
         probability = answer_probability(
             completion.first_token_logprobs, spec["no_answer_token"], config.mode == "sentence"
         )
@@ -143,7 +154,7 @@ def extract_snippets(
                 parsed.snippet,
                 parsed.status,
                 probability,
-                completion.text,
+                parsed.raw if completion.error else completion.text,
                 backend.identity,
                 spec["name"],
                 spec["version"],

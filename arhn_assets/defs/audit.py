@@ -96,7 +96,10 @@ def judge_audit(
         source = validate_dataset_key(settings.beir_dataset or dataset)
         beir = load_beir_dataset(source, paths.dataset_dirs(source), download=False)
         encoder = embedding_model.encoder(
-            paths.embedding_cache_dir, resolve_instruction(source, settings.instruction), log=context.log.info
+            paths.embedding_cache_dir,
+            resolve_instruction(source, settings.instruction),
+            log=context.log.info,
+            context=context,
         )
     else:
         verdicts = verdicts_path(settings, paths)

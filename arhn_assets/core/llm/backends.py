@@ -41,6 +41,13 @@ class BackendSpec:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = 8192
+    # language_model.execution='ray' (core.llm.ray_data): replicas of the model (llama.cpp actors,
+    # HTTP request actors, or vLLM engines of tensor_parallel_size GPUs), rows per Ray Data batch
+    # (each batch's results are written as a shard when it finishes), and the CPUs each llama.cpp
+    # or HTTP replica reserves (llama.cpp's threads when `threads` is null).
+    ray_replicas: int = 1
+    ray_batch_size: int = 16
+    ray_cpus_per_replica: float = 1.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -52,6 +59,21 @@ class BackendSpec:
         if unknown:
             raise ValueError(f"unknown LLM backend option(s) {unknown}; known: {sorted(known)}")
         return cls(**data)
+
+
+MODEL_NEEDED = {
+    "openai": "the openai backend needs `model`: the name the server serves the model under",
+    "vllm": "the vllm backend needs `model`: an HF folder or hub name, e.g. Qwen/Qwen3-8B",
+}
+
+
+def served_model(spec: BackendSpec) -> str:
+    """The model the openai or vllm backend asks for (for vllm, a preset's hub name); an error
+    saying what to set when `model` is empty. In process and on Ray alike."""
+    if not spec.model:
+        raise ValueError(MODEL_NEEDED[spec.backend])
+    preset = PRESETS.get(spec.model) if spec.backend == "vllm" else None
+    return preset.hub_name if preset else spec.model
 
 
 def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
@@ -69,11 +91,9 @@ def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
     if spec.backend == "openai":
         from arhn_assets.core.llm.openai_compatible import OpenAICompatibleBackend
 
-        if not spec.model:
-            raise ValueError("the openai backend needs `model`: the name the server serves the model under")
         return OpenAICompatibleBackend(
             base_url=spec.base_url,
-            model=spec.model,
+            model=served_model(spec),
             model_revision=spec.model_revision,
             api_key_env=spec.api_key_env,
             concurrency=spec.concurrency,
@@ -84,11 +104,8 @@ def build_backend(spec: BackendSpec, models_cache: Path) -> LLMBackend:
     if spec.backend == "vllm":
         from arhn_assets.core.llm.vllm_offline import VLLMBackend
 
-        if not spec.model:
-            raise ValueError("the vllm backend needs `model`: an HF folder or hub name, e.g. Qwen/Qwen3-8B")
-        preset = PRESETS.get(spec.model)
         return VLLMBackend(
-            model=preset.hub_name if preset else spec.model,
+            model=served_model(spec),
             revision=spec.model_revision or None,
             tensor_parallel_size=spec.tensor_parallel_size,
             gpu_memory_utilization=spec.gpu_memory_utilization,

@@ -41,6 +41,10 @@ class Completion:
     cached: bool = False
     # The first token's alternatives when the request asked for them and the backend gives them.
     first_token_logprobs: TokenLogprobs | None = None
+    # Why the backend failed this request, for backends that report failures row by row (the Ray
+    # processors): the stage records the row with status `error`, and the call cache never stores
+    # it, so the next run asks again.
+    error: str | None = None
 
 
 def first_token_logprobs(choice: dict) -> TokenLogprobs | None:

@@ -104,7 +104,10 @@ def cached_generate(
     """Completions for `requests`, from the cache where possible; misses go to the backend in
     batches of `batch_size`, and each batch is stored as soon as it returns. A batch that fails
     partway still stores the calls that finished before the error is raised, so a rerun makes
-    only the rest. Progress of the calls made (done/total, rate, ETA) goes to `log`."""
+    only the rest. Progress of the calls made (done/total, rate, ETA) goes to `log`.
+
+    A completion that carries an `error` (a backend that reports failures row by row) is returned
+    for the stage to record, but never stored: the next run asks for it again."""
     stats = stats if stats is not None else CallStats()
     keys = [call_key(backend.identity, template, version, r) for r in requests]
     results = cache.get(keys)
@@ -113,6 +116,12 @@ def cached_generate(
     with progress(f"{template} calls", len(todo), log if todo else None, "calls") as bar:
         for start in range(0, len(todo), batch_size):
             _generate_batch(backend, cache, todo[start : start + batch_size], results, stats, bar.update)
+    failed = [results[k].error for k, _ in todo if results[k].error is not None]
+    if failed and log is not None:
+        log(
+            f"{template}: {len(failed)} calls failed and were not cached (the next run retries them); "
+            f"first: {failed[0]}"
+        )
     return [results[k] for k in keys]
 
 
@@ -145,8 +154,8 @@ def _generate_batch(
 def _keep(
     finished: Sequence[tuple[str, Completion]], cache: CallCache, results: dict[str, Completion], stats: CallStats
 ) -> None:
-    """Store finished calls and count them as made."""
-    cache.put(finished)
+    """Store finished calls (not failed ones) and count them as made."""
+    cache.put([(key, completion) for key, completion in finished if completion.error is None])
     for key, completion in finished:
         results[key] = completion
         stats.calls += 1
