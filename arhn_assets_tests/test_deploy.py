@@ -4,13 +4,17 @@ own functions, and the consistency of the Helm values, Dockerfiles and manifests
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import kubernetes
@@ -27,10 +31,13 @@ from dagster_k8s.job import (
 )
 from dagster_k8s.pipes import build_pod_body
 
+from arhn_assets.core.llm.backends import BackendSpec
+from arhn_assets.core.llm.ray_data import build_ray_processor
+from arhn_assets.core.llm.ray_vllm import VLLMProcessor
 from arhn_assets.core.paths import ArhnPaths
 from arhn_assets.definitions import defs
 from arhn_assets.defs.resources import LanguageModel
-from arhn_assets.execution import InvalidGpuSetting, gpu_op_tags
+from arhn_assets.execution import DEFAULT_TOLERATIONS, InvalidGpuSetting, gpu_op_tags
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -43,6 +50,10 @@ WORKER_COMMAND = ["python3", "-m", "arhn_assets.workers.llm_stage"]
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
+
+
+def load_yaml_documents(path: Path) -> list[Any]:
+    return list(yaml.safe_load_all(path.read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -553,7 +564,7 @@ def test_cpu_image_installs_the_cpu_torch_first_and_serves_the_code_location(dep
 def test_gpu_image_adds_arhn_to_a_cuda_image_and_clears_its_entrypoint():
     instructions = dict(dockerfile_instructions(DEPLOY / "Dockerfile.gpu"))
     assert instructions["FROM"].startswith(("vllm/vllm-openai:", "nvidia/cuda:"))
-    assert 'pip install ".[gpu,k8s]"' in instructions["RUN"]
+    assert 'pip install ".[gpu,k8s,ray]"' in instructions["RUN"]
     # Step Jobs pass `dagster api execute_step` as args: an inherited entrypoint would swallow them.
     assert json.loads(instructions["ENTRYPOINT"]) == []
 
@@ -579,3 +590,338 @@ def test_image_names_agree_across_readme_values_and_run_config(deployment, pipes
     assert built["Dockerfile"] == f"{image['repository']}:{image['tag']}"
     assert built["Dockerfile.gpu"] == deployment_env(deployment)["ARHN_GPU_IMAGE"]
     assert built["Dockerfile.gpu"] == pipes_run_config["resources"]["language_model"]["config"]["k8s_worker_image"]
+
+
+# --- the Ray cluster of execution: ray (KubeRay) -----------------------------------------------
+
+# KubeRay's RayCluster (ray.io/v1), from ray-operator/apis/ray/v1/raycluster_types.go (KubeRay
+# master after v1.7.0): a nested dict of known keys as for the chart above; a string names the
+# Kubernetes type of that field in the kubernetes client ("V1PodTemplateSpec", "list[V1EnvVar]"),
+# whose own fields are checked in turn.
+SCALE_STRATEGY_KEYS = {"workersToDelete": None}
+AUTOSCALER_OPTIONS_KEYS = {
+    "resources": "V1ResourceRequirements",
+    "image": None,
+    "imagePullPolicy": None,
+    "securityContext": "V1SecurityContext",
+    "idleTimeoutSeconds": None,
+    "upscalingMode": None,
+    "version": None,
+    "env": "list[V1EnvVar]",
+    "envFrom": "list[V1EnvFromSource]",
+    "volumeMounts": "list[V1VolumeMount]",
+    "command": None,
+    "args": None,
+}
+HEAD_GROUP_KEYS = {
+    "template": "V1PodTemplateSpec",
+    "headService": "V1Service",
+    "enableIngress": None,
+    "ingressOptions": None,
+    "resources": None,
+    "labels": None,
+    "rayStartParams": None,
+    "serviceType": None,
+}
+WORKER_GROUP_KEYS = {
+    "suspend": None,
+    "groupName": None,
+    "replicas": None,
+    "minReplicas": None,
+    "maxReplicas": None,
+    "idleTimeoutSeconds": None,
+    "priority": None,
+    "resources": None,
+    "labels": None,
+    "rayStartParams": None,
+    "template": "V1PodTemplateSpec",
+    "scaleStrategy": SCALE_STRATEGY_KEYS,
+    "numOfHosts": None,
+}
+RAY_CLUSTER_KEYS = {
+    "apiVersion": None,
+    "kind": None,
+    "metadata": "V1ObjectMeta",
+    "spec": {
+        "upgradeStrategy": {"type": None},
+        "authOptions": None,
+        "suspend": None,
+        "managedBy": None,
+        "autoscalerOptions": AUTOSCALER_OPTIONS_KEYS,
+        "headServiceAnnotations": None,
+        "enableInTreeAutoscaling": None,
+        "gcsFaultToleranceOptions": None,
+        "historyServerOptions": None,
+        "networkPolicy": None,
+        "tlsOptions": None,
+        "headGroupSpec": HEAD_GROUP_KEYS,
+        "rayVersion": None,
+        "workerGroupSpecs": [WORKER_GROUP_KEYS],
+    },
+}
+GPU = "nvidia.com/gpu"
+
+
+def unknown_fields(value: Any, known: Any, path: str = "") -> list[str]:
+    """Keys of `value` that `known` (a nested dict of keys, a one-item list, or a kubernetes client
+    type name) does not define, with their paths."""
+    if known is None:
+        return []
+    if isinstance(known, list):
+        return [key for i, item in enumerate(value) for key in unknown_fields(item, known[0], f"{path}[{i}]")]
+    if isinstance(known, str):
+        if known.startswith("list["):
+            return unknown_fields(value, [known[5:-1]], path)
+        model = getattr(kubernetes.client, known, None)
+        if model is None:  # str, int, bool, dict[str, str], object: a value, not fields
+            return []
+        known = {model.attribute_map[name]: kind for name, kind in model.openapi_types.items()}
+    if not isinstance(value, Mapping):
+        return [f"{path} (not an object)"]
+    return [
+        found
+        for key, item in value.items()
+        for found in ([f"{path}.{key}"] if key not in known else unknown_fields(item, known[key], f"{path}.{key}"))
+    ]
+
+
+def pod_template(template: Mapping) -> kubernetes.client.V1PodTemplateSpec:
+    """The template as the kubernetes client reads it (typed, camelCase keys resolved)."""
+    response = SimpleNamespace(data=json.dumps(template))
+    return kubernetes.client.ApiClient().deserialize(response, "V1PodTemplateSpec")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> dict:
+    return load_yaml(DEPLOY / "ray-cluster.yaml")
+
+
+@pytest.fixture(scope="module")
+def ray_run_config() -> dict:
+    return load_yaml(DEPLOY / "ray-run-config.yaml")
+
+
+def ray_groups(ray_cluster: Mapping) -> dict[str, Mapping]:
+    """'head' and each worker group by name: the group specs."""
+    spec = ray_cluster["spec"]
+    return {"head": spec["headGroupSpec"], **{g["groupName"]: g for g in spec["workerGroupSpecs"]}}
+
+
+def ray_container(group: Mapping) -> kubernetes.client.V1Container:
+    """The Ray container: KubeRay runs Ray in the template's first container."""
+    return pod_template(group["template"]).spec.containers[0]
+
+
+def test_ray_cluster_uses_only_fields_of_kuberay_and_kubernetes(ray_cluster):
+    assert (ray_cluster["apiVersion"], ray_cluster["kind"]) == ("ray.io/v1", "RayCluster")
+    assert unknown_fields(ray_cluster, RAY_CLUSTER_KEYS) == []
+    # The check sees a misspelt key at any depth, in KubeRay's fields and in the pod template's.
+    spec = ray_cluster["spec"]
+    assert unknown_fields({"spec": {"workerGroupSpec": []}}, RAY_CLUSTER_KEYS) == [".spec.workerGroupSpec"]
+    broken = {**spec["headGroupSpec"], "template": {"spec": {"containers": [{"name": "x", "resource": {}}]}}}
+    assert unknown_fields(broken, HEAD_GROUP_KEYS) == [".template.spec.containers[0].resource"]
+    for name, group in ray_groups(ray_cluster).items():
+        # map[string]string in the CRD: an unquoted number or boolean would be refused.
+        assert all(isinstance(v, str) for v in group["rayStartParams"].values()), name
+        container = ray_container(group)
+        assert all(isinstance(e.value, str) for e in container.env), name
+        assert all(isinstance(q, str) for q in {**container.resources.requests, **container.resources.limits}.values())
+
+
+def test_ray_workers_request_gpus_and_are_placed_like_the_other_gpu_pods(ray_cluster, deployment):
+    spec = ray_cluster["spec"]
+    head = ray_container(spec["headGroupSpec"])
+    assert GPU not in head.resources.requests and GPU not in head.resources.limits
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0", "no work on the head"
+    (workers,) = spec["workerGroupSpecs"]
+    container = ray_container(workers)
+    assert int(container.resources.limits[GPU]) >= 1
+    assert container.resources.requests[GPU] == container.resources.limits[GPU]
+    pod = pod_template(workers["template"]).spec
+    assert [(t.key, t.operator, t.effect) for t in pod.tolerations] == [
+        (t["key"], t["operator"], t["effect"]) for t in DEFAULT_TOLERATIONS
+    ]
+    assert pod.node_selector == json.loads(deployment_env(deployment)["ARHN_GPU_NODE_SELECTOR"])
+    # Autoscaled between 0 and N nodes.
+    assert spec["enableInTreeAutoscaling"] is True
+    assert 0 <= workers["minReplicas"] <= workers["replicas"] <= workers["maxReplicas"]
+    assert workers["maxReplicas"] >= 1 and spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+
+
+def test_ray_cluster_mounts_arhn_home_at_the_same_path_everywhere(ray_cluster, deployment):
+    claim = load_yaml(DEPLOY / "arhn-home-pvc.yaml")["metadata"]["name"]
+    home = deployment_env(deployment)["ARHN_HOME"]
+    (code_location_mount,) = deployment["volumeMounts"]
+    assert code_location_mount["mountPath"] == home
+    for name, group in ray_groups(ray_cluster).items():
+        pod = pod_template(group["template"]).spec
+        volumes = {v.name: v.persistent_volume_claim.claim_name for v in pod.volumes if v.persistent_volume_claim}
+        container = pod.containers[0]
+        mounts = {m.mount_path: m.name for m in container.volume_mounts}
+        assert volumes.get(mounts.get(home)) == claim, f"{name}: {home} is not the {claim} claim"
+        env = {e.name: e.value for e in container.env}
+        assert env["ARHN_HOME"] == home, name
+        assert env["HF_HOME"].startswith(f"{home}/"), f"{name}: models download once, onto the shared volume"
+
+
+def test_helm_values_point_the_code_location_at_the_ray_cluster(ray_cluster, deployment):
+    env = deployment_env(deployment)
+    address = urlsplit(env["ARHN_RAY_ADDRESS"])
+    head = ray_cluster["spec"]["headGroupSpec"]
+    ports = {p.name: p.container_port for p in ray_container(head).ports}
+    # KubeRay's head service is `<RayCluster name>-head-svc`; Ray Client listens on the `client` port.
+    assert address.scheme == "ray"
+    assert address.hostname.split(".")[0] == f"{ray_cluster['metadata']['name']}-head-svc"
+    assert address.hostname.endswith(".svc.cluster.local")
+    assert address.port == ports["client"] == 10001
+    # One image everywhere: the driver (an LLM step on ARHN_GPU_IMAGE) must match the cluster's Ray and Python.
+    for name, group in ray_groups(ray_cluster).items():
+        assert ray_container(group).image == env["ARHN_GPU_IMAGE"], name
+
+
+def test_ray_version_is_the_one_the_gpu_image_installs(ray_cluster):
+    instructions = dockerfile_instructions(DEPLOY / "Dockerfile.gpu")
+    arguments = dict(a.split("=", 1) for k, a in instructions if k == "ARG")
+    assert ray_cluster["spec"]["rayVersion"] == arguments["RAY_VERSION"]
+    (install,) = [a for k, a in instructions if k == "RUN"]
+    assert '"ray[default,data]==${RAY_VERSION}"' in install
+    # RAY_VERSION is used after FROM, so it must be declared after FROM too.
+    keywords = [(k, a.split("=")[0]) for k, a in instructions]
+    assert keywords.index(("ARG", "RAY_VERSION")) > [k for k, _ in keywords].index("FROM")
+
+
+@pytest.fixture(scope="module")
+def ray_mode_job(deployment) -> dg.JobDefinition:
+    """The main job of deploy/definitions_k8s.py with the Helm values' GPU image and Ray address."""
+    env = deployment_env(deployment)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ARHN_GPU_IMAGE", env["ARHN_GPU_IMAGE"])
+        patch.setenv("ARHN_RAY_ADDRESS", env["ARHN_RAY_ADDRESS"])
+        return load_k8s_definitions_module().defs().resolve_job_def("arhn_pipeline")
+
+
+@pytest.mark.parametrize("step", ["answer_snippets", "answerability_rankings"])
+def test_with_a_ray_address_the_llm_steps_drive_the_cluster_without_a_gpu(step, ray_mode_job, step_tags, deployment):
+    env = deployment_env(deployment)
+    job = step_job(deployment, step_tags[step], per_step_k8s_config(ray_mode_job)[step])
+    pod = job.spec.template.spec
+    (container,) = pod.containers
+    assert container.image == env["ARHN_GPU_IMAGE"], "the cluster's Ray and Python"
+    assert GPU not in ((container.resources and container.resources.limits) or {})
+    assert GPU not in ((container.resources and container.resources.requests) or {})
+    assert not pod.tolerations and not pod.node_selector
+    assert [(m.name, m.mount_path) for m in container.volume_mounts] == [("arhn-home", env["ARHN_HOME"])]
+    step_env = {e.name: e.value for e in container.env}
+    assert step_env["ARHN_RAY_ADDRESS"] == env["ARHN_RAY_ADDRESS"]
+
+
+def test_with_a_ray_address_training_keeps_its_gpu_pod(ray_mode_job, step_tags, deployment):
+    overrides = per_step_k8s_config(ray_mode_job)
+    assert set(overrides) == GPU_STEPS | AUDIT_GPU_STEPS
+    without_gpu = {step for step, config in overrides.items() if config["container_config"].get("resources") == {}}
+    assert without_gpu == {"answer_snippets", "answerability_rankings", "judge_audit"}, "the steps with an LLM"
+    pod = step_job(deployment, step_tags["trained_retriever"], overrides["trained_retriever"]).spec.template.spec
+    (container,) = pod.containers
+    assert container.resources.limits == container.resources.requests == {GPU: "1"}
+    assert [t.key for t in pod.tolerations] == [GPU]
+
+
+def language_model_settings(run_config: Mapping) -> dict:
+    return run_config["resources"]["language_model"]["config"]
+
+
+def test_ray_run_config_is_valid_and_reaches_the_helm_values_ray_address(ray_run_config, deployment, monkeypatch):
+    address = deployment_env(deployment)["ARHN_RAY_ADDRESS"]
+    monkeypatch.setenv("ARHN_RAY_ADDRESS", address)
+    job = defs().resolve_job_def("arhn_pipeline")
+    resolved = dg.validate_run_config(job, ray_run_config)["resources"]
+    assert resolved["ray"]["config"]["address"] == address, "the `ray` resource connects to the KubeRay head"
+    assert resolved["language_model"]["config"]["execution"] == "ray"
+    # The validation is strict: a setting the resource does not have is refused.
+    typo = {**language_model_settings(ray_run_config), "ray_replica": 16}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="ray_replica"):
+        dg.validate_run_config(job, {"resources": {**ray_run_config["resources"], "language_model": {"config": typo}}})
+
+
+def test_ray_run_config_sizes_the_ray_job_to_fit_the_ray_cluster(ray_run_config, ray_cluster, tmp_path):
+    config = language_model_settings(ray_run_config)
+    assert config["execution"] == "ray" and config["backend"] == "vllm"
+    # The sizing settings are BackendSpec's `ray_*` ones, read by the Ray processor; `concurrency`
+    # (the openai backend's requests in flight) would size nothing here.
+    sizing = {"tensor_parallel_size", "ray_replicas", "ray_batch_size"}
+    assert sizing <= set(config) <= {f.name for f in dataclasses.fields(BackendSpec)} | {"execution"}
+    processor = build_ray_processor(LanguageModel(**config).spec(), tmp_path)
+    assert isinstance(processor, VLLMProcessor)
+    assert (processor.replicas, processor.tensor_parallel_size, processor.batch_size) == (
+        config["ray_replicas"],
+        config["tensor_parallel_size"],
+        config["ray_batch_size"],
+    )
+    assert processor.model == config["model"]
+    (workers,) = ray_cluster["spec"]["workerGroupSpecs"]
+    gpus_per_pod = int(ray_container(workers).resources.limits[GPU])
+    assert gpus_per_pod % processor.tensor_parallel_size == 0, "a tensor-parallel engine stays in one pod"
+    assert processor.gpus_reserved <= workers["maxReplicas"] * gpus_per_pod, "more engines than the cluster holds"
+
+
+@pytest.fixture(scope="module")
+def kuberay_run_config() -> dict:
+    return load_yaml(DEPLOY / "ray-job-run-config.yaml")
+
+
+def test_kuberay_run_config_is_valid_with_arhn_ray_kuberay(kuberay_run_config, ray_run_config, monkeypatch):
+    monkeypatch.setenv("ARHN_RAY", "kuberay")
+    job = defs().resolve_job_def("arhn_pipeline")
+    resolved = dg.validate_run_config(job, kuberay_run_config)["resources"]
+    assert resolved["ray"]["config"]["ray_job"]["spec"]["ray_cluster_spec"]["enable_in_tree_autoscaling"] is True
+    assert language_model_settings(kuberay_run_config) == language_model_settings(ray_run_config)
+    # Without ARHN_RAY=kuberay the `ray` resource is RayConnection, which has no `ray_job`.
+    monkeypatch.delenv("ARHN_RAY")
+    with pytest.raises(dg.DagsterInvalidConfigError, match="ray_job"):
+        dg.validate_run_config(defs().resolve_job_def("arhn_pipeline"), kuberay_run_config)
+
+
+def test_kuberay_run_config_creates_the_ray_cluster_of_ray_cluster_yaml(kuberay_run_config, ray_cluster, deployment):
+    ray_config = kuberay_run_config["resources"]["ray"]["config"]
+    assert ray_config["image"] == deployment_env(deployment)["ARHN_GPU_IMAGE"]
+    cluster_spec = ray_config["ray_job"]["spec"]["ray_cluster_spec"]
+    spec = ray_cluster["spec"]
+    assert cluster_spec["ray_version"] == spec["rayVersion"]
+    assert cluster_spec["autoscaler_options"] == spec["autoscalerOptions"]
+    assert cluster_spec["head_group_spec"] == spec["headGroupSpec"]
+    assert cluster_spec["worker_group_specs"] == spec["workerGroupSpecs"]
+    # The RayJob dagster-ray submits carries that spec, in KubeRay's field names.
+    from dagster_ray.kuberay import RayClusterSpec
+
+    context = SimpleNamespace(log=logging.getLogger(__name__))
+    manifest = RayClusterSpec(**copy.deepcopy(cluster_spec)).to_k8s(context=context, image=ray_config["image"])
+    assert unknown_fields({"spec": manifest}, {"spec": RAY_CLUSTER_KEYS["spec"]}) == []
+    assert manifest["workerGroupSpecs"] == spec["workerGroupSpecs"]
+
+
+def test_kuberay_rbac_lets_the_step_manage_rayjobs_and_rayclusters():
+    role, binding = load_yaml_documents(DEPLOY / "kuberay-rbac.yaml")
+    assert (role["kind"], binding["kind"]) == ("Role", "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    for resource in ("rayjobs", "rayclusters"):
+        for verb in ("create", "get", "watch", "delete"):
+            assert ("ray.io", resource, verb) in granted, (resource, verb)
+    assert ("", "services", "get") in granted
+
+
+def test_deploy_readme_applies_the_ray_cluster_and_run_config(ray_cluster):
+    readme = (DEPLOY / "README.md").read_text()
+    assert "kubectl apply -n arhn -f deploy/ray-cluster.yaml" in readme
+    assert f"svc/{ray_cluster['metadata']['name']}-head-svc 8265:8265" in readme
+    assert "`ray-run-config.yaml`" in readme
