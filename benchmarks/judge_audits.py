@@ -102,13 +102,23 @@ def combinations(only: str | None) -> list[Combination]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=sorted(JUDGES), help="audit one judge (and the references)")
+    parser.add_argument("--truth", choices=["scifact", "rlhn"], help="audit against one truth only")
+    parser.add_argument("--mode", choices=["sentence", "span"], help="audit one stage-1 mode only")
+    parser.add_argument("--ranking", choices=sorted(RANKINGS), help="audit one ranking only")
     parser.add_argument("--queries", type=int, default=24, help="SciFact queries with planted false negatives")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "judge_audits.json")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
     stage_seconds: dict[str, float] = {}  # cold cost of each stage's calls, by stage key
     instance = dg.DagsterInstance.get()
-    for combo in combinations(args.only):
+    chosen = [
+        c
+        for c in combinations(args.only)
+        if (not args.truth or c.truth == args.truth)
+        and (not args.mode or c.mode in ("", args.mode))
+        and (not args.ranking or c.ranking in ("", args.ranking))
+    ]
+    for combo in chosen:
         instance.add_dynamic_partitions("dataset", [combo.partition])
         began = time.perf_counter()
         outcome = pipeline_job(defs(), "judge_audit").execute_in_process(
