@@ -197,8 +197,9 @@ def test_faiss_indexes_find_the_neighbours_and_the_rerank_makes_them_exact(clust
     if "PQ" not in factory:  # PQ scores are approximations; the others are inner products
         assert np.allclose(scores, np.einsum("qd,qkd->qk", queries, corpus[rows.numpy()]), atol=1e-5)
 
-    _, candidates = faiss_search(queries, corpus, 50, factory, **settings)
-    reranked_scores, reranked = faiss_search(queries, corpus, 10, factory, rerank_depth=50, **settings)
+    # Deep enough that the exact top 10 is among the candidates for most queries, even with PQ.
+    _, candidates = faiss_search(queries, corpus, 200, factory, **settings)
+    reranked_scores, reranked = faiss_search(queries, corpus, 10, factory, rerank_depth=200, **settings)
     inside = [i for i in range(len(queries)) if set(exact.indices[i].tolist()) <= set(candidates[i].tolist())]
     assert len(inside) >= len(queries) * floor
     assert torch.equal(reranked[inside], exact.indices[inside])

@@ -7,21 +7,14 @@ import polars as pl
 
 from arhn_assets.core.rankings import RankingConfig
 from arhn_assets.dagster_config import run_config
-from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.resources import ArhnStorage, LanguageModel
-from arhn_assets.execution import GPU_POOL, gpu_op_tags
+from arhn_assets.defs.snippets import LLM_STAGE
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
 
 RankingRunConfig = run_config(RankingConfig)
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name="llm",
-    kinds={"llm", "polars", "parquet"},
-    pool=GPU_POOL,
-    op_tags=gpu_op_tags(),
-)
+@dg.asset(**LLM_STAGE)
 def answerability_rankings(
     context: dg.AssetExecutionContext,
     config: RankingRunConfig,

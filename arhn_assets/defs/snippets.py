@@ -13,15 +13,17 @@ from arhn_assets.execution import GPU_POOL, gpu_op_tags
 from arhn_assets.metadata import llm_call_metadata, markdown_preview
 
 SnippetRunConfig = run_config(SnippetConfig)
-
-
-@dg.asset(
+# What both LLM stages are to Dagster: partitioned by dataset, in the `gpu` pool with its op tags.
+LLM_STAGE = dict(
     partitions_def=dataset_partitions,
     group_name="llm",
     kinds={"llm", "polars", "parquet"},
     pool=GPU_POOL,
     op_tags=gpu_op_tags(),
 )
+
+
+@dg.asset(**LLM_STAGE)
 def answer_snippets(
     context: dg.AssetExecutionContext,
     config: SnippetRunConfig,
