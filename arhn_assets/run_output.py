@@ -93,13 +93,20 @@ def _audit(m: Mapping) -> list[str]:
     return [f"F1 {', '.join(f'{config} {value:.2f}' for config, value in f1.items())}", f"{_n(calls)} LLM calls"]
 
 
+def _negatives(counts: Any) -> str:
+    """Negatives by source ({'mined': 60, 'reserve': 30} -> '60 mined + 30 reserve'), zeros left out."""
+    if not isinstance(counts, Mapping):
+        return _n(counts)
+    return " + ".join(f"{_n(n)} {source}" for source, n in counts.items() if n) or "0"
+
+
 # Per asset, in the order its figures are shown when a step materializes several.
 FIGURES: dict[str, Callable[[Mapping], list[str]]] = {
     "raw_triplets": lambda m: [f"{_n(m['queries'])} queries"],
     "raw_passages": lambda m: [f"{_n(m['dagster/row_count'])} passages"],
     "raw_triplets_quarantine": lambda m: [f"{_n(m['dagster/row_count'])} quarantined"],
     "mined_negatives": lambda m: [
-        f"{_n(m['negatives'])} negatives for {_n(m['queries'])} queries",
+        f"{_negatives(m['negatives'])} negatives for {_n(m['queries'])} queries",
         f"{_n(m['passages_encoded'])} passages encoded ({_n(m['embedding_cache_hits'])} cached)",
     ],
     "answer_snippets": lambda m: [_llm_calls(m), f"{_pct(m['groundedness_rate'])} grounded"],

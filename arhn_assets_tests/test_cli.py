@@ -174,6 +174,11 @@ def test_key_figures_are_read_from_the_metadata_previews():
     ]
     assert asset_figures("answerability_rankings", metadata["answerability_rankings"])[1] == "9/10 rankings valid"
     assert asset_figures("judge_audit", metadata["judge_audit"]) == ["F1 R 0.80, R+F 0.75", "50 LLM calls"]
+    mined = {"negatives": {"mined": 60, "provided": 0, "reserve": 30}, "queries": 6}
+    assert asset_figures("mined_negatives", mined | {"passages_encoded": 5183, "embedding_cache_hits": 0}) == [
+        "60 mined + 30 reserve negatives for 6 queries",
+        "5,183 passages encoded (0 cached)",
+    ]
     # Metadata without a figure's entries (or an asset without figures) falls back to the row count.
     assert asset_figures("mined_negatives", {"dagster/row_count": 7}) == ["mined_negatives 7 rows"]
     assert asset_figures("stg_raw_triplets", {}) == []

@@ -41,6 +41,7 @@ EDGE_BYTES = 4 * 2**20
 # Texts encoded between two cache shards: a multiple of the batch size, so batches match one
 # big encode call of the same length-sorted texts.
 DEFAULT_CHUNK_SIZE = 2048
+PLURAL = {"query": "queries", "document": "documents"}  # for progress lines
 # Batches encoded between two progress updates (whole batches, so the batches stay those of one call).
 PROGRESS_BATCHES = 4
 # The shards' on-disk format, part of every cache key. Caches written before it (Parquet shards
@@ -333,7 +334,7 @@ class Encoder:
                 del self._stores[role]
                 store = self.store(role)
             else:
-                with progress(f"encode {role}s", len(todo), self.log, f"{role}s") as bar:
+                with progress(f"encode {PLURAL[role]}", len(todo), self.log, PLURAL[role]) as bar:
                     for start in range(0, len(todo), self.chunk_size):
                         chunk = todo[start : start + self.chunk_size]
                         store.add(chunk, self._encode_chunk([by_hash[h] for h in chunk], role, bar))
