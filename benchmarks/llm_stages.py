@@ -37,6 +37,8 @@ from arhn_assets.core.sampling import QuerySample  # noqa: E402
 from arhn_assets.core.snippets import SnippetConfig, snippet_task  # noqa: E402
 from arhn_assets.workers.llm_stage import run_stage  # noqa: E402
 
+from common import add_data_argument  # noqa: E402
+
 
 def candidate_sets(triplets: pl.DataFrame, passages: pl.DataFrame, others: int, seed: int = 13) -> pl.DataFrame:
     """Each query's positive and `others` corpus passages drawn with a fixed seed."""
@@ -167,11 +169,7 @@ def bench_model(name: str, args, triplets, passages, home: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")),
-    )
+    add_data_argument(parser)
     parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--pairs", type=int, default=12, help="stage-1 prompts timed per measurement")
     parser.add_argument("--windows", type=int, default=3, help="stage-2 windows (11 passages each) timed")

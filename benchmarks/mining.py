@@ -34,6 +34,8 @@ from arhn_assets.core.mining_reference import mine_with_sentence_transformers  #
 from arhn_assets.core.paths import ArhnPaths  # noqa: E402
 from arhn_assets.core.sampling import QuerySample  # noqa: E402
 
+from common import add_data_argument  # noqa: E402
+
 CONFIG = MiningConfig(num_negatives=10, relative_margin=0.05, sampling_strategy="top")
 # (label, backend, quantization, precision)
 ENCODINGS = [
@@ -69,11 +71,7 @@ def pairs(frame: pl.DataFrame, triplets: pl.DataFrame) -> set[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")),
-    )
+    add_data_argument(parser)
     parser.add_argument("--queries", type=int, default=None, help="cap on training queries (default: all 809)")
     parser.add_argument("--only", nargs="+", choices=[e[0] for e in ENCODINGS], help="measure only these encodings")
     args = parser.parse_args()

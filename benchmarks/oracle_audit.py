@@ -31,16 +31,14 @@ from arhn_assets.core.embeddings import Encoder, EncoderSpec  # noqa: E402
 from arhn_assets.core.evaluation import evaluate, mean_scores  # noqa: E402
 from arhn_assets.core.training import TrainingConfig, train_retriever, training_rows  # noqa: E402
 
+from common import add_data_argument  # noqa: E402
+
 CONFIGS = ("baseline", "R+F")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("ARHN_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"),
-    )
+    add_data_argument(parser)
     parser.add_argument("--home", type=Path, default=Path("/tmp/arhn-oracle-audit"))
     args = parser.parse_args()
     beir = load_beir_dataset("scifact", [args.data / "scifact"], download=False)

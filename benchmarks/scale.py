@@ -57,6 +57,8 @@ from arhn_assets.core.rankings import RankingConfig, WindowRequest, rank_with_sl
 from arhn_assets.core.sampling import QuerySample  # noqa: E402
 from arhn_assets.core.snippets import SnippetConfig, snippet_task, split_sentences  # noqa: E402
 
+from common import add_data_argument  # noqa: E402
+
 TOKENIZER_PRESET = "qwen2.5-coder-1.5b"
 QWEN3_NO_THINK_TOKENS = 4  # <think>, "\n\n", </think>, "\n\n": one token each in Qwen3's vocabulary
 END_OF_TURN = 1  # <|im_end|>, which ends every completion
@@ -261,11 +263,7 @@ def fmt(n: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data")),
-    )
+    add_data_argument(parser)
     parser.add_argument("--queries", type=int, default=200, help="SciFact training queries measured")
     parser.add_argument("--pairs", type=int, default=1_600_000, help="stage-1 calls to project to (the paper's)")
     parser.add_argument("--random-negatives", action="store_true", help="skip mining: 10 random passages each")

@@ -43,6 +43,8 @@ from arhn_assets.core.evaluation import EvaluationConfig, retrieve  # noqa: E402
 from arhn_assets.core.mining import MiningConfig, mine_negatives  # noqa: E402
 from arhn_assets.core.search import exact_search, faiss_search  # noqa: E402
 
+from common import default_data_dir  # noqa: E402
+
 DIM = 384
 # (label, factory, options): options of faiss_search
 INDEXES = [
@@ -60,10 +62,6 @@ INDEXES = [
     ("IVF256,PQ32, nprobe 32, re-rank 500", "IVF256,PQ32", {"nprobe": 32, "rerank_depth": 500}),
     ("IVF64,PQ32, nprobe 16, re-rank 200", "IVF64,PQ32", {"nprobe": 16, "rerank_depth": 200}),
 ]
-
-
-def default_data() -> Path:
-    return Path(os.environ.get("ARHN_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def recall_at(rows, exact, k: int) -> float:
@@ -235,7 +233,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", nargs="?", choices=["recall", "scale", "both"], default="both")
-    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument(
         "--cache", type=Path, default=None, help="embedding cache for SciFact (default: a temporary one)"
     )

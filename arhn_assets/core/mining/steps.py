@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from arhn_assets.core.embeddings import EmbeddingView, Encoder
+from arhn_assets.core.embedding_store import EmbeddingView
+from arhn_assets.core.embeddings import Encoder
 from arhn_assets.core.mining.config import FILTERS, MiningConfig
 from arhn_assets.core.mining.search import DedupedCorpus, SearchHits, Tracked, score_filters, search
 from arhn_assets.core.search import ArrayView
