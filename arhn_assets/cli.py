@@ -70,12 +70,15 @@ def run_pipeline(
             warnings.simplefilter("ignore", dg.BetaWarning)  # e.g. 'group:...' selections
         job = pipeline_job(defs(), selection)
     if not verbose:  # the job has the logger: defs/loggers.py declares it for every job
-        # Model loading's own bars (transformers' "Loading weights") would break the line-per-step
-        # output; the stages report their progress as log lines instead (core/progress.py).
+        # Libraries' own bars (transformers' "Loading weights", datasets' "Saving the dataset" for
+        # the exports) would break the line-per-step output; the stages report their progress as
+        # log lines instead (core/progress.py).
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        import datasets
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
         run_config = {**run_config, "loggers": {**(run_config.get("loggers") or {}), LOGGER_KEY: {}}}
     result = job.execute_in_process(
         partition_key=dataset, instance=instance, run_config=run_config, raise_on_error=False

@@ -262,13 +262,13 @@ class RunTally:
 # --- the logger ---
 
 
-def _print(timestamp: float, source: str, lines: list[str]) -> None:
+def _print(timestamp: float, source: str, lines: list[str], stream) -> None:
     if not lines:
         return
     clock = time.strftime("%H:%M:%S", time.localtime(timestamp))
     rest = [part for line in lines[1:] for part in str(line).splitlines()]
     text = "\n".join([f"{clock} {source}: {lines[0]}", *(f"    {line}" for line in rest)])
-    print(text, file=sys.stdout, flush=True)
+    print(text, file=stream, flush=True)
 
 
 def _event_error(event: dg.DagsterEvent | None) -> list[str]:
@@ -284,6 +284,9 @@ class CompactHandler(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.tally = RunTally()
+        # The console as the run starts: a step that redirects stdout for a while (the warehouse
+        # sends dbt's echo to the DEBUG log) must not carry these lines along.
+        self.stream = sys.stdout
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -295,7 +298,7 @@ class CompactHandler(logging.Handler):
             text = str(meta.get("orig_message") or record.getMessage()).splitlines() or [""]
             label = "" if record.levelno == logging.INFO else f"{record.levelname}: "
             lines = [label + text[0], *text[1:], *_event_error(event)]
-        _print(record.created, source, lines or [])
+        _print(record.created, source, lines or [], self.stream)
 
 
 @dg.logger(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import re
 import subprocess
@@ -14,7 +17,7 @@ import pytest
 
 from arhn_assets.cli import main
 from arhn_assets.metadata import markdown_preview
-from arhn_assets.run_output import LOGGER_KEY, asset_figures
+from arhn_assets.run_output import LOGGER_KEY, CompactHandler, asset_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,3 +195,16 @@ def test_every_job_accepts_the_compact_logger_so_the_ui_can_re_execute_cli_runs(
         job = definitions.resolve_job_def(name)
         assert set(job.loggers) == {"console", LOGGER_KEY}
         assert dg.validate_run_config(job, {"loggers": {LOGGER_KEY: {}}})["loggers"] == {LOGGER_KEY: {}}
+
+
+def test_compact_lines_reach_the_console_while_a_step_redirects_stdout(capsys):
+    """The warehouse step sends dbt's echo elsewhere for a while; the run's own lines must still
+    reach the console the run started with."""
+    handler = CompactHandler()
+    record = logging.makeLogRecord(
+        {"msg": "an asset's own line", "levelno": logging.INFO, "dagster_meta": {"step_key": "warehouse_models"}}
+    )
+    with contextlib.redirect_stdout(io.StringIO()) as elsewhere:
+        handler.emit(record)
+    assert re.fullmatch(rf"{CLOCK} warehouse_models: an asset's own line\n", capsys.readouterr().out)
+    assert elsewhere.getvalue() == ""

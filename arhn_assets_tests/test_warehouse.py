@@ -116,7 +116,7 @@ def land_tiny_dataset(home: Path, dataset: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, monkeypatch):
+def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, monkeypatch, capsys):
     """Two `arhn run`s judge two partitions while a third rebuilds the warehouse and a reader
     queries it, all on one Dagster instance, one LLM call cache and one model cache. Every run
     succeeds, no lock error is met, and the gpu pool (limit 1) runs the four LLM steps one at a time."""
@@ -127,6 +127,9 @@ def test_two_partitions_a_dbt_build_and_a_reader_at_once(lake_home, tmp_path, mo
     for dataset in ("seed", "part-a", "part-b"):
         land_tiny_dataset(lake_home, dataset)
     assert arhn(["run", "--dataset", "seed", "--select", f"group:ingest or group:mining or {STAGING}"]) == 0
+    out = capsys.readouterr().out  # the compact output: dbt's echo went to the DEBUG log, the step's line stayed
+    assert "START sql view model" not in out and "Running with dbt=" not in out
+    assert re.search(r"warehouse_models: done in .*: 2 assets materialized", out), out
     config = tmp_path / "judge.yaml"
     config.write_text(yaml.safe_dump({"resources": smollm2_resources(batch_size=4)}))
 

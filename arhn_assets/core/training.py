@@ -271,7 +271,7 @@ def _fit(model, train, config: TrainingConfig, tmp: Path, log: Log | None):
     """Train `model` in place; returns the trainer's output and the seconds it took."""
     from datasets import DatasetDict
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
 
     class StepProgress(TrainerCallback):
         """The trainer's own step events drive a progress bar (steps done, rate, ETA, loss)."""
@@ -308,6 +308,7 @@ def _fit(model, train, config: TrainingConfig, tmp: Path, log: Log | None):
         logging_steps=10,
         report_to=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=model.device.type == "cuda",  # pinned pages only speed up copies to a GPU
         disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(
@@ -317,6 +318,8 @@ def _fit(model, train, config: TrainingConfig, tmp: Path, log: Log | None):
         loss=_loss(model, config),
         callbacks=[StepProgress()],
     )
+    # With tqdm off, transformers prints each log dict to stdout; StepProgress logs the steps instead.
+    trainer.remove_callback(PrinterCallback)
     began = time.perf_counter()
     output_metrics = trainer.train()
     seconds = time.perf_counter() - began

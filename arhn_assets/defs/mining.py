@@ -40,7 +40,6 @@ def mined_negatives(
     result = mine_negatives(raw_triplets, raw_passages, encoder, config.settings(MiningConfig))
     stats = result.stats
     encode = stats.encode.get("document", {})
-    context.log.info("mined %s negatives for %s queries", stats.negatives, stats.queries)
     return dg.Output(
         result.candidates,
         metadata={

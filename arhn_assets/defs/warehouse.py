@@ -11,6 +11,7 @@ loading at the same time would otherwise race to write it.
 """
 
 import contextlib
+import io
 import os
 import shutil
 import sys
@@ -82,7 +83,8 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, sto
             # A failing dbt test is a failed asset check, shown on its model; only a model that
             # does not build fails the step (and leaves the current warehouse in place).
             invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-            yield from invocation.stream()
+            with contextlib.redirect_stdout(_DebugLog(context.log)):
+                yield from invocation.stream()
         broken = [
             f"{result['unique_id']}: {result.get('message') or result['status']}"
             for result in invocation.get_artifact("run_results.json")["results"]
@@ -94,6 +96,21 @@ def warehouse_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, sto
     finally:
         for leftover in (building, building.with_name(building.name + ".wal")):
             leftover.unlink(missing_ok=True)
+
+
+class _DebugLog(io.TextIOBase):
+    """dagster-dbt echoes every dbt event to stdout; this sends each line to the run's DEBUG log
+    instead, so it shows in the UI and in `arhn run --verbose` but not in the compact output
+    (whose summary carries the build's result and each failed dbt test as a failed check)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                self.log.debug(line)
+        return len(text)
 
 
 def _dbt_executable() -> str:
