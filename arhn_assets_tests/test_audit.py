@@ -268,7 +268,16 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
     from arhn_assets_tests.helpers.warehouse import frame
 
     config = {
-        "ops": {"judge_audit": {"config": {"judge": "llm", "truth": "verdicts", "verdicts_file": RLHN_STAGE_2}}},
+        "ops": {
+            "judge_audit": {
+                "config": {
+                    "judge": "llm",
+                    "truth": "verdicts",
+                    "verdicts_file": RLHN_STAGE_2,
+                    "relabel_requires_snippet": True,  # make run's rule: R must answer too
+                }
+            }
+        },
         "resources": {**smollm2_resources(), "query_sample": {"config": {"size": 1}}},
     }
     with dg.instance_for_test() as instance:
@@ -287,11 +296,14 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
     assert table.height == 3 * 15 and set(table["judge"]) == {"llm"} and set(table["truth"]) == {"verdicts"}
     assert table["model"][0].startswith("llama.cpp:SmolLM2") and table["snippet_status"].null_count() == 0
     assert table["answer_probability"].is_between(0.0, 1.0).all()
+    relabelled = table.filter(pl.col("decision") == "relabel_positive")
+    assert (relabelled["snippet_status"] == "answer").all()
     [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "judge_audit"]
     metadata = event.materialization.metadata
     expected = agreement(table)
     for row in expected.iter_rows(named=True):
         assert metadata[f"{row['config']}_recall"].value == round(row["recall"], 4)
+    assert "R must answer" in metadata["report"].value
     assert "## By mining rank" in metadata["report"].value and "data:image/png;base64," in metadata["report"].value
     report = lake_home / "reports" / "fiqa-rlhn"
     assert "## Per configuration" in (report / "judge_audit_llm.md").read_text()

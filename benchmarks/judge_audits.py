@@ -6,7 +6,8 @@ documents) and RLHN's GPT-4o verdicts on 17 FiQA queries. Judges: SmolLM2-135M a
 Qwen2.5-Coder-1.5B (llama.cpp presets), plus the reference judge of each truth. Modes:
 - stage 1: `span` (the paper's free span) or `sentence` (numbered sentences under a grammar);
 - ranking: `listwise` (stage 2 on the passages; F = the snippet rule) or `pointwise` (by stage 1's
-  answer_probability, no stage-2 call; F = answer_probability >= 0.5);
+  answer_probability, no stage-2 call; answering = answer_probability >= 0.5, required for R too,
+  as in `make run`);
 - on SciFact, sentence mode again with the dataset's task instruction.
 
 Combinations share the LLM call cache, so each call is made once; a combination's cold cost is the
@@ -38,7 +39,12 @@ RLHN = "rlhn_llm_judgments/fiqa.stage_2.gpt-4o.jsonl.gz"
 JUDGES = {"smollm2": "smollm2-135m", "qwen": "qwen2.5-coder-1.5b"}
 RANKINGS = {
     "listwise": {"rank_on": "passage", "answered_by": "snippet"},
-    "pointwise": {"rank_on": "answer_probability", "answered_by": "answer_probability"},
+    # make run's rule: R relabels a negative scored above the positive only if it answers too
+    "pointwise": {
+        "rank_on": "answer_probability",
+        "answered_by": "answer_probability",
+        "relabel_requires_snippet": True,
+    },
 }
 
 
@@ -132,6 +138,8 @@ def main() -> None:
             if metadata.get(f"{stage}_calls", 0):
                 stage_seconds.setdefault(repr(key), made)
             cold += stage_seconds.get(repr(key), 0.0) - made  # calls answered by the cache cost what they cost once
+        # A rerun from the cache keeps the cold cost measured when its calls were made.
+        cold = max(cold, results.get(combo.partition, {}).get("cold_seconds", 0.0))
         results[combo.partition] = {
             "combination": combo.__dict__,
             "wall_seconds": round(wall, 1),

@@ -146,11 +146,13 @@ class AuditConfig:
     rank_bucket_edges: tuple[int, ...] = (3, 10, 30)
     # The modes under audit (judge 'llm'), as the pipeline's stages take them: stage 1's mode,
     # what stage 2 ranks on (answer_probability: pointwise, no stage-2 call), what counts as
-    # answering for F, and the task instruction (None: the dataset's default; '' = none).
+    # answering for F (and for R where R must answer too, as in `make run`), and the task
+    # instruction (None: the dataset's default; '' = none).
     snippet_mode: SnippetMode = "sentence"
     rank_on: RankOn = "passage"
     answered_by: Literal["snippet", "answer_probability"] = "snippet"
     answer_threshold: float = 0.5
+    relabel_requires_snippet: bool = False
     instruction: str | None = None
 
     def __post_init__(self):
@@ -248,6 +250,7 @@ def _judge(
         "stage 1": f"{config.snippet_mode} mode",
         "ranking": config.rank_on,
         "answered by": config.answered_by + threshold,
+        "R must answer": "yes" if config.relabel_requires_snippet else "no",
         "instruction": instruction or "(none)",
     }
     return snippets, rankings, model, facts
@@ -277,6 +280,7 @@ def run_audit(
         max_flagged=None,
         answered_by=config.answered_by,
         answer_threshold=config.answer_threshold,
+        relabel_requires_snippet=config.relabel_requires_snippet,
     )
     decisions = refine.decide(judged, snippets, rankings, refining)
     labels = label_candidates(judged, prepared.audit.labels, default="negative" if config.truth == "qrels" else "none")
