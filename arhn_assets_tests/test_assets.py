@@ -83,6 +83,7 @@ def test_scifact_partition_materializes_into_the_lake(lake_home, instance):
     assert sorted(p.name for p in path.parent.iterdir()) == ["part-0.parquet"]
 
 
+@pytest.mark.slow
 def test_landed_bge_file_keeps_its_negatives(lake_home, instance, shared_data):
     landing = lake_home / "landing" / "msmarco-sample"
     landing.mkdir(parents=True)

@@ -226,6 +226,7 @@ def report(instance, assets: list[str], partition: str) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=asset, partition=partition))
 
 
+@pytest.mark.slow
 def test_training_evaluation_and_report_follow_a_refinement_through_automation(instance):
     definitions = defs()
     instance.add_dynamic_partitions("dataset", ["ds"])

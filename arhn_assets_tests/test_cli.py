@@ -36,6 +36,7 @@ def arhn(*args: str) -> list[str]:
     return [sys.executable, "-m", "arhn_assets.cli", *args]
 
 
+@pytest.mark.slow
 def test_datasets_are_added_listed_and_removed(cli_env):
     added = run(arhn("datasets", "add", "scifact", "fiqa-rlhn"), cli_env)
     assert added.returncode == 0, added.stderr
@@ -54,6 +55,7 @@ def test_hostile_dataset_names_are_refused(cli_env, monkeypatch, capsys, name):
     assert capsys.readouterr().out.strip() == ""
 
 
+@pytest.mark.slow
 def test_dagster_cli_lists_and_validates_the_definitions(cli_env):
     listed = run(
         [str(Path(sys.executable).parent / "dagster"), "asset", "list", "-m", "arhn_assets.definitions"], cli_env

@@ -63,6 +63,7 @@ def test_the_dbt_sources_declare_every_contract_column_by_column():
     assert (DBT_DIR / "models" / "staging" / "sources.yml").read_text() == dbt_sources_yaml()
 
 
+@pytest.mark.slow
 def test_dbt_build_reads_the_lake_into_the_warehouse(lake_home, shared_data, tmp_path):
     landing = lake_home / "landing" / "msmarco-sample"
     landing.mkdir(parents=True)
@@ -275,6 +276,7 @@ def write_toy_lake(home: Path, dataset: str, drop_cached: bool = False, audit: b
     )
 
 
+@pytest.mark.slow
 def test_marts_match_a_lake_of_two_datasets(tmp_path):
     """Two datasets sharing query and doc ids (joins stay within a dataset), one written before
     answer_snippets had a `cached` column (union_by_name reads it as null) and without a judge audit."""

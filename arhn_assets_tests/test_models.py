@@ -117,6 +117,7 @@ def test_the_qwen_preset_lists_22_parts_that_add_up_to_the_release_file():
     assert qwen.hub_name == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
 
 
+@pytest.mark.slow
 def test_a_bad_model_fails_the_llm_step_before_anything_reaches_the_lake(msmarco_sample, tmp_path):
     lake_home = msmarco_sample
     config = {"resources": {"language_model": {"config": {"model": str(tmp_path / "missing.gguf")}}, **sample(1)}}

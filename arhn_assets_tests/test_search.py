@@ -182,7 +182,7 @@ def recall(rows: torch.Tensor, exact: torch.Tensor) -> float:
         ("IVF64,Flat", {"nprobe": 8}, 0.9),
         # PQ's codes cannot tell apart neighbours that are all nearly equidistant (noise around a
         # centre): ~0.13 of the exact top 10 on its own here, which is why faiss_rerank exists.
-        ("IVF64,PQ32", {"nprobe": 8}, 0.1),
+        pytest.param("IVF64,PQ32", {"nprobe": 8}, 0.1, marks=pytest.mark.slow),  # trains PQ codebooks: ~2 min
         ("HNSW32", {"ef_search": 64}, 0.9),
     ],
 )
