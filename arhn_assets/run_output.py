@@ -60,6 +60,15 @@ def _llm_calls(m: Mapping) -> str:
     return f"{_n(m['llm_calls'])} LLM calls ({_n(m['cache_hits'])} cached)"
 
 
+def _snippets(m: Mapping) -> list[str]:
+    """Calls, then how many candidates the judge said answer and how many of those are grounded
+    (a groundedness rate over no answer would read as a failure)."""
+    statuses = m.get("status_counts") or {}
+    answered = statuses.get("answer", 0) + statuses.get("ungrounded", 0)
+    figures = [_llm_calls(m), f"{_n(answered)}/{_n(sum(statuses.values()))} answered"]
+    return figures + [f"{_pct(m['groundedness_rate'])} grounded"] if answered else figures
+
+
 def _rankings(m: Mapping) -> list[str]:
     statuses = m.get("status_counts") or {}
     return [_llm_calls(m), f"{_n(statuses.get('ok', 0))}/{_n(sum(statuses.values()))} rankings valid"]
@@ -109,7 +118,7 @@ FIGURES: dict[str, Callable[[Mapping], list[str]]] = {
         f"{_negatives(m['negatives'])} negatives for {_n(m['queries'])} queries",
         f"{_n(m['passages_encoded'])} passages encoded ({_n(m['embedding_cache_hits'])} cached)",
     ],
-    "answer_snippets": lambda m: [_llm_calls(m), f"{_pct(m['groundedness_rate'])} grounded"],
+    "answer_snippets": _snippets,
     "answerability_rankings": _rankings,
     "relabel_decisions": _relabel_rates,
     "refined_triplets": lambda m: [f"{_n(m['dagster/row_count'])} rows", f"{_n(m['files'])} export files"],

@@ -164,7 +164,12 @@ def test_key_figures_are_read_from_the_metadata_previews():
     metadata = {
         "beir_scores": {"scores": markdown_preview(scores, rows=50).value},
         "relabel_decisions": {"summary": markdown_preview(summary, rows=20).value},
-        "answer_snippets": {"llm_calls": 1200, "cache_hits": 200, "groundedness_rate": 0.9312},
+        "answer_snippets": {
+            "llm_calls": 1200,
+            "cache_hits": 200,
+            "groundedness_rate": 0.9312,
+            "status_counts": {"answer": 339, "ungrounded": 25, "no_answer": 1036},
+        },
         "answerability_rankings": {"llm_calls": 10, "cache_hits": 0, "status_counts": {"ok": 9, "wrong_format": 1}},
         "judge_audit": {"R_f1": 0.8, "R+F_f1": 0.75, "snippets_calls": 40, "rankings_calls": 10, "wall_seconds": 3},
     }
@@ -175,8 +180,12 @@ def test_key_figures_are_read_from_the_metadata_previews():
     ]
     assert asset_figures("answer_snippets", metadata["answer_snippets"]) == [
         "1,200 LLM calls (200 cached)",
+        "364/1,400 answered",
         "93.1% grounded",
     ]
+    # no answer at all: no groundedness rate, which would read 0% as if every answer were invented
+    silent = {"llm_calls": 33, "cache_hits": 0, "groundedness_rate": 0.0, "status_counts": {"no_answer": 33}}
+    assert asset_figures("answer_snippets", silent) == ["33 LLM calls (0 cached)", "0/33 answered"]
     assert asset_figures("answerability_rankings", metadata["answerability_rankings"])[1] == "9/10 rankings valid"
     assert asset_figures("judge_audit", metadata["judge_audit"]) == ["F1 R 0.80, R+F 0.75", "50 LLM calls"]
     mined = {"negatives": {"mined": 60, "provided": 0, "reserve": 30}, "queries": 6}

@@ -118,3 +118,42 @@ def test_evaluation_encodes_queries_with_the_configured_prompt_and_instruction(t
     # the asset encoded the queries under the filled prompt's cache key, never under the bare one
     assert (cache / filled.cache_key("query")[0]).is_dir() and not (cache / bare.cache_key("query")[0]).exists()
     assert got.sort("query_id", "metric").equals(evaluate(filled, beir).sort("query_id", "metric"))
+
+
+def test_two_configurations_with_the_same_weights_are_encoded_and_scored_once(tmp_path, embedding_cache):
+    """A judge that flags nothing leaves R+F's training data equal to baseline's: the two models
+    differ only in their card and training record, so evaluation encodes the corpus once."""
+    import shutil
+
+    from arhn_assets.core.embeddings import default_model_path, model_fingerprint, weights_fingerprint
+    from arhn_assets.core.evaluation import EvaluationConfig, evaluate_models
+
+    write_toy_beir(tmp_path / "toy")
+    beir = load_beir_dataset("toy", [tmp_path / "toy"], download=False)
+    folders = {}
+    for name in ("baseline", "R_plus_F"):
+        folders[name] = tmp_path / "models" / name
+        shutil.copytree(default_model_path(), folders[name])
+        (folders[name] / "README.md").write_text(f"# arhn toy {name}\n")
+        (folders[name] / "arhn_training.json").write_text(json.dumps({"config": name}))
+    assert model_fingerprint(str(folders["baseline"])) != model_fingerprint(str(folders["R_plus_F"]))
+    assert weights_fingerprint(str(folders["baseline"])) == weights_fingerprint(str(folders["R_plus_F"]))
+
+    encoded_paths = []
+
+    def encoder_for(path: str) -> Encoder:
+        encoded_paths.append(path)
+        return Encoder(EncoderSpec(model=path), embedding_cache)
+
+    models = [("baseline", str(folders["baseline"])), ("R+F", str(folders["R_plus_F"]))]
+    per_query, timings = evaluate_models(models, encoder_for, "toy", "toy", beir, EvaluationConfig())
+    assert encoded_paths == [str(folders["baseline"])]
+    by_config = {c: f.sort("query_id", "metric")["value"] for (c,), f in per_query.group_by("config")}
+    assert by_config["baseline"].equals(by_config["R+F"]) and per_query["query_id"].n_unique() == 3
+    assert timings.filter(pl.col("config") == "R+F")["passages_encoded"].to_list() == [0]
+    # a model whose weights differ is scored on its own
+    with open(folders["R_plus_F"] / "model.safetensors", "r+b") as weights:
+        weights.seek(-4, 2)
+        weights.write(b"\x00\x00\x80\x3f")  # the last float becomes 1.0
+    evaluate_models(models, encoder_for, "toy", "toy", beir, EvaluationConfig())
+    assert encoded_paths[1:] == [str(folders["baseline"]), str(folders["R_plus_F"])]

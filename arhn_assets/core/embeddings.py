@@ -73,16 +73,36 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Files that describe a trained model without changing what it computes: its card and arhn's
+# training record (which name the configuration).
+DESCRIPTIVE_FILES = frozenset({"README.md", "arhn_training.json"})
+
+
 def model_fingerprint(model_name_or_path: str, revision: str | None = None) -> str:
     """Identity of a model: a hash of a local folder's files, or `name@revision` for a hub name."""
     path = Path(model_name_or_path)
     if not path.is_dir():
         return f"{model_name_or_path}@{revision or 'default'}"
+    return f"{path.name}@sha256:{_folder_digest(path, skip=frozenset())}"
+
+
+def weights_fingerprint(model_name_or_path: str, revision: str | None = None) -> str:
+    """What a model computes: a local folder's files but its card and training record, without the
+    folder's name, so two configurations trained into the same weights compare equal."""
+    path = Path(model_name_or_path)
+    if not path.is_dir():
+        return model_fingerprint(model_name_or_path, revision)
+    return "sha256:" + _folder_digest(path, skip=DESCRIPTIVE_FILES)
+
+
+def _folder_digest(path: Path, skip: frozenset[str]) -> str:
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        if file.name in skip and file.parent == path:
+            continue
         digest.update(str(file.relative_to(path)).encode())
         digest.update(file_digest(file).encode())
-    return f"{path.name}@sha256:{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

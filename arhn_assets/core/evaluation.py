@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from arhn_assets.core.beir_io import BeirDataset, passage_text
-from arhn_assets.core.embeddings import Encoder
+from arhn_assets.core.embeddings import Encoder, weights_fingerprint
 from arhn_assets.core.search import exact_search
 
 METRICS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "map@100": "map_cut_100", "mrr@10": "recip_rank"}
@@ -158,23 +158,29 @@ def evaluate_models(
     config: EvaluationConfig,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per-query scores (`BEIR_QUERY_SCORES_SCHEMA`) of each (config name, model path) on `beir`,
-    each model encoded by `encoder_for(path)`, and their timings (`TIMINGS_SCHEMA`)."""
+    each model encoded by `encoder_for(path)`, and their timings (`TIMINGS_SCHEMA`). Models with
+    the same weights (two configurations that kept the same training data) are scored once: the
+    second gets the first's scores and a timing of 0 s, 0 passages encoded."""
     frames, timings = [], []
+    scored: dict[str, tuple[pl.DataFrame, tuple]] = {}  # weights fingerprint -> scores, timing
     for name, path in models:
-        encoder = encoder_for(path)
-        began = time.perf_counter()
-        per_query = evaluate(encoder, beir, config)
-        encoded = encoder.stats["document"]
-        timings.append(
-            (
-                eval_name,
-                name,
+        identity = weights_fingerprint(path)
+        if identity in scored:
+            per_query, (_, _, _, prompt) = scored[identity]
+            timing = (0.0, 0, 0.0, prompt)
+        else:
+            encoder = encoder_for(path)
+            began = time.perf_counter()
+            per_query = evaluate(encoder, beir, config)
+            encoded = encoder.stats["document"]
+            timing = (
                 round(time.perf_counter() - began, 1),
                 encoded.encoded,
                 round(encoded.texts_per_second, 1),
                 encoder.spec.query_prompt,
             )
-        )
+            scored[identity] = (per_query, timing)
+        timings.append((eval_name, name, *timing))
         keys = {
             "dataset": dataset,
             "config": name,
