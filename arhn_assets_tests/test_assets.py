@@ -123,6 +123,7 @@ def test_hostile_partition_keys_never_reach_the_file_system(lake_home, instance)
     assert not list(lake_home.glob("lake/**/*.parquet"))
 
 
+@pytest.mark.slow
 def test_encoding_progress_reaches_the_run_log(tmp_path, shared_data, instance, monkeypatch):
     """A mining run that encodes (its own empty embedding cache) logs done/total, rate and ETA
     lines into the Dagster run's log, which the UI shows and `arhn run` prints."""

@@ -79,6 +79,7 @@ def write_toy_beir(folder) -> None:
     )
 
 
+@pytest.mark.slow
 def test_evaluation_encodes_queries_with_the_configured_prompt_and_instruction(tmp_path, monkeypatch):
     """beir_scores scores every model with the embedding_model settings: a query prompt with an
     {instruction} slot reaches evaluation filled with the dataset's instruction, and the scores
@@ -120,6 +121,7 @@ def test_evaluation_encodes_queries_with_the_configured_prompt_and_instruction(t
     assert got.sort("query_id", "metric").equals(evaluate(filled, beir).sort("query_id", "metric"))
 
 
+@pytest.mark.slow
 def test_two_configurations_with_the_same_weights_are_encoded_and_scored_once(tmp_path, embedding_cache):
     """A judge that flags nothing leaves R+F's training data equal to baseline's: the two models
     differ only in their card and training record, so evaluation encodes the corpus once."""
