@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -25,7 +26,16 @@ from arhn_assets.core.llm.cache import CallCache, CallStats, cached_generate, ca
 from arhn_assets.core.llm.constraints import ranking, sentences
 from arhn_assets.core.llm.llama_cpp import LlamaCppBackend
 from arhn_assets.core.llm.ray_data import RayDataBackend, RayJobError, build_ray_backend, build_ray_processor
-from arhn_assets.core.llm.ray_rows import read_shards, request_row, result_row, result_table, write_shard
+from arhn_assets.core.llm.ray_processors import LlamaCppReplica
+from arhn_assets.core.llm.ray_rows import (
+    read_shards,
+    request_key,
+    request_row,
+    result_row,
+    result_table,
+    write_shard,
+    write_shard_batch,
+)
 from arhn_assets.core.llm.ray_vllm import THINKING_OFF, engine_start_message, vllm_preprocess, vllm_result
 from arhn_assets.core.paths import ArhnPaths
 from arhn_assets.core.rankings import RankingConfig
@@ -210,6 +220,26 @@ def test_a_ray_worker_killed_midway_repeats_no_written_call(local_ray, in_proces
     if frame is not None:
         assert_frame_equal(frame, expected)
     assert_frame_equal(rerun.drop("cached"), expected.drop("cached"))
+
+
+def test_a_batch_ray_retries_after_its_shard_was_written_is_not_called_or_written_again(models_cache, tmp_path):
+    """The window the kill above can hit: a worker writes its batch's shard and dies before Ray
+    hears back, so Ray hands the same batch to a restarted worker. That worker answers it from the
+    shard (same latency: no new call) and writes nothing; `write_shard_batch` (after the vLLM and
+    HTTP processors) likewise writes no row twice."""
+    backend = build_backend(BackendSpec(**SMOLLM2), models_cache)
+    requests = [GenerationRequest((("user", text),), 4) for text in ("hello", "name a colour")]
+    batch = pa.Table.from_pylist([request_row(request_key(backend.identity, r), r) for r in requests])
+    settings = {"model": SMOLLM2["model"], "threads": 1, "models_cache": str(models_cache)}
+    replica = LlamaCppReplica(settings, backend.identity, str(tmp_path / "llama"))
+    first = replica(batch)
+    retried = LlamaCppReplica(settings, backend.identity, str(tmp_path / "llama"))(batch)
+    assert retried.equals(first) and first["error"].null_count == 2
+    assert len(list((tmp_path / "llama").glob("*.parquet"))) == 1
+
+    for _ in range(2):
+        write_shard_batch(first, str(tmp_path / "vllm"))
+    assert pl.read_parquet(tmp_path / "vllm" / "*.parquet").height == 2
 
 
 @dataclass

@@ -24,6 +24,7 @@ from arhn_assets.core.llm.base import Completion, first_token_logprobs
 from arhn_assets.core.llm.ray_rows import (
     failed_row,
     plain,
+    read_shards,
     request_from_row,
     result_row,
     result_table,
@@ -49,14 +50,18 @@ class LlamaCppReplica:
         self.folder = Path(folder)
 
     def __call__(self, batch):
-        rows = []
-        for row in batch.to_pylist():
-            try:
-                rows.append(result_row(row["key"], self.backend.generate([request_from_row(row)])[0]))
-            except Exception as error:  # one request's failure is its row's, not the batch's
-                rows.append(failed_row(row["key"], f"llama.cpp ({self.backend.identity}): {error}"))
-        write_shard(self.folder, rows)
+        requests = batch.to_pylist()
+        # A batch Ray retries after its worker wrote the shard and died: its calls were made.
+        written = read_shards(self.folder, {row["key"] for row in requests})
+        rows = [result_row(r["key"], written[r["key"]]) if r["key"] in written else self._answer(r) for r in requests]
+        write_shard(self.folder, [row for row in rows if row["key"] not in written])
         return result_table(rows)
+
+    def _answer(self, row: dict) -> dict:
+        try:
+            return result_row(row["key"], self.backend.generate([request_from_row(row)])[0])
+        except Exception as error:  # one request's failure is its row's, not the batch's
+            return failed_row(row["key"], f"llama.cpp ({self.backend.identity}): {error}")
 
 
 class CpuReplicas:

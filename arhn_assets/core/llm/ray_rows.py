@@ -5,7 +5,9 @@ it into a result row of `RESULT_SCHEMA` (a completion, or the reason it failed).
 finishes, the worker writes its successful rows as one Parquet shard under
 `<root>/<model identity hash>/` (a temporary name, then a rename: a shard is whole or absent).
 Before a job, the driver reads the shards and sends only the requests that have none, so a job or
-a worker killed midway repeats no call whose result was written. Failed rows are never written.
+a worker killed midway repeats no call whose result was written. Within a job, a batch that Ray
+retries after its worker wrote the shard and died is answered from that shard, not called or
+written again. Failed rows are never written.
 
 Plain pyarrow and polars: imported by the driver and by the Ray workers alike, without Ray.
 """
@@ -140,12 +142,15 @@ def write_shard(folder: Path, rows: Iterable[dict]) -> Path | None:
 
 
 def write_shard_batch(batch: pa.Table, folder: str) -> pa.Table:
-    """A Ray Data batch function: write `batch`'s successful rows as a shard, pass it on."""
-    write_shard(Path(folder), batch.to_pylist())
+    """A Ray Data batch function: write `batch`'s successful rows as a shard, pass it on. Rows
+    already written (a batch Ray retried after writing it) are not written again."""
+    rows = batch.to_pylist()
+    written = written_keys(Path(folder), {row["key"] for row in rows})
+    write_shard(Path(folder), [row for row in rows if row["key"] not in written])
     return batch
 
 
-def _read(folder: Path, keys: set[str] | None) -> pl.DataFrame:
+def _read_once(folder: Path, keys: set[str] | None) -> pl.DataFrame:
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return pl.DataFrame(schema=pl.from_arrow(RESULT_SCHEMA.empty_table()).schema)
@@ -155,13 +160,21 @@ def _read(folder: Path, keys: set[str] | None) -> pl.DataFrame:
     return scan.collect()
 
 
-def read_shards(folder: Path, keys: set[str] | None = None) -> dict[str, Completion]:
-    """Completions written under `folder` (of `keys` only, when given), marked `cached`. A shard
-    merged away while it was read (another run compacting) is read again from the merged file."""
+def written_keys(folder: Path, keys: set[str]) -> set[str]:
+    """Which of `keys` have a row under `folder`."""
+    return set(_read(folder, keys)["key"].to_list())
+
+
+def _read(folder: Path, keys: set[str] | None) -> pl.DataFrame:
     try:
-        frame = _read(folder, keys)
-    except FileNotFoundError:
-        frame = _read(folder, keys)
+        return _read_once(folder, keys)
+    except FileNotFoundError:  # a shard merged away while it was read: read the merged file
+        return _read_once(folder, keys)
+
+
+def read_shards(folder: Path, keys: set[str] | None = None) -> dict[str, Completion]:
+    """Completions written under `folder` (of `keys` only, when given), marked `cached`."""
+    frame = _read(folder, keys)
     return {row["key"]: completion_from_row(row, cached=True) for row in frame.unique("key").iter_rows(named=True)}
 
 
