@@ -32,7 +32,7 @@ from arhn_assets_tests.helpers.llm_stages import (
     smollm2,
 )
 from arhn_assets_tests.helpers.processes import kill_after_stored_calls
-from arhn_assets_tests.helpers.run_configs import smollm2_resources
+from arhn_assets_tests.helpers.run_configs import make_run_ranking, smollm2_resources
 from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets, toy_candidates
 
 pytestmark = pytest.mark.slow  # real llama.cpp judges and Dagster runs through the LLM stages
@@ -187,7 +187,9 @@ def test_a_killed_materialization_resumes_through_dagster_without_repeating_a_ca
 
 def test_llm_assets_materialize_decisions_and_exports(msmarco_sample):
     lake_home = msmarco_sample
-    config = {"resources": smollm2_resources(queries=2)}
+    # SmolLM2 flags most negatives; without a cap every configuration keeps both queries to export.
+    ops = make_run_ranking() | {"relabel_decisions": {"config": {"max_flagged": None}}}
+    config = {"ops": ops, "resources": smollm2_resources(queries=2)}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", ["msmarco-sample"])
         job = pipeline_job(defs(), "group:ingest or group:mining or group:llm or group:refine")

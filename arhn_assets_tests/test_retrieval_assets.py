@@ -13,7 +13,7 @@ import pytest
 
 from arhn_assets.cli import pipeline_job
 from arhn_assets.definitions import defs
-from arhn_assets_tests.helpers.run_configs import smollm2_resources
+from arhn_assets_tests.helpers.run_configs import make_run_ranking, smollm2_resources
 from arhn_assets_tests.helpers.warehouse import assert_warehouse_matches_lake
 
 pytestmark = pytest.mark.slow  # the whole pipeline, training and evaluation
@@ -67,6 +67,7 @@ def test_pipeline_trains_every_configuration_and_reports_beir_scores(scifact_sli
         "ops": {
             "relabel_decisions": {"config": {"configs": ["baseline", "R"]}},
             "trained_retriever": {"config": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4}},
+            **make_run_ranking(),
         },
         "resources": smollm2_resources(queries=2),
     }
