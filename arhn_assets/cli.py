@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     server.add_argument("--port", type=int, default=8080)
     server.add_argument("--alias", help="the model name clients ask for (default: the --model value)")
     server.add_argument("--api-key-env", default="OPENAI_API_KEY", help="require the key this variable holds, when set")
-    server.add_argument("--threads", type=int, help="default: every core")
+    server.add_argument("--threads", type=int, help="default: every core this process may run on")
     server.add_argument("--context-size", type=int, default=8192, help="tokens per slot")
     server.add_argument(
         "--parallel",

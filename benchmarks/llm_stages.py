@@ -28,6 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import polars as pl  # noqa: E402
 
 from arhn_assets.core.beir_io import passage_texts  # noqa: E402
+from arhn_assets.core.cores import usable_cores  # noqa: E402
 from arhn_assets.core.ingest import IngestConfig, ingest  # noqa: E402
 from arhn_assets.core.llm.cache import CallCache  # noqa: E402
 from arhn_assets.core.llm.llama_cpp import LlamaCppBackend, chat_request  # noqa: E402
@@ -118,7 +119,7 @@ def bench_model(name: str, args, triplets, passages, home: Path) -> None:
     requests = sentence_requests(pairs, triplets, passages)
     one = LlamaCppBackend(name, args.models_cache, parallel=1)
     one.generate(requests[:1])  # load and warm up outside the timings
-    print(f"\n## {name} ({one.identity}), {len(requests)} SciFact stage-1 prompts, {os.cpu_count()} threads")
+    print(f"\n## {name} ({one.identity}), {len(requests)} SciFact stage-1 prompts, {usable_cores()} threads")
 
     prefill, decode = llama_cpp_rates(one, requests)
     old_prefill, old_decode, load = transformers_rates(

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from arhn_assets.core.cores import usable_cores
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.instructions import with_instruction
 from arhn_assets.core.lake import read_partition, write_partition
@@ -140,11 +141,7 @@ QuerySampleResource = resource_with_settings(_QuerySample, QuerySample)
 def local_ray_cpus() -> int:
     """CPUs a local Ray offers: the cores this process may run on, and at least 2, so that Ray
     Data's own tasks find a slot beside one replica (a Ray CPU is a slot, not a core)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
-    return max(2, usable)
+    return max(2, usable_cores())
 
 
 def check_ray_address(address: str, timeout_seconds: float = 5.0) -> None:

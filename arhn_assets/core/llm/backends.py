@@ -24,9 +24,9 @@ class BackendSpec:
     model: str = ""
     model_revision: str = ""
     batch_size: int = DEFAULT_BATCH_SIZE  # requests per backend call: each call's completions are cached as it returns
-    # embedded (llama.cpp): threads (None: every core), tokens of context per slot, and slots decoded
-    # together. One slot answers deterministically; several round differently (llama.cpp#6950) and
-    # on CPU speed up decoding only.
+    # embedded (llama.cpp): threads (None: every core the process may use), tokens of context per
+    # slot, and slots decoded together. One slot answers deterministically; several round
+    # differently (llama.cpp#6950) and on CPU speed up decoding only.
     threads: int | None = None
     context_size: int = 8192
     parallel: int = 1

@@ -9,12 +9,11 @@ for other processes (`arhn llm-server`).
 
 Chosen by measurement on 2 cores (see README): prefill is compute-bound, so slots help decoding
 only; two threads were 1.8x faster than one on idle cores (one is faster when other work holds a
-core), hence `threads` is a setting whose default is every core.
+core), hence `threads` is a setting whose default is every core this process may run on.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arhn_assets.core.cores import usable_cores
 from arhn_assets.core.llm.base import (
     Completion,
     GenerationRequest,
@@ -47,7 +47,7 @@ class LlamaCppBatchError(LlamaCppError, PartialBatchError):
 @dataclass(frozen=True)
 class ServerSettings:
     model_path: Path
-    threads: int | None = None  # None: every core
+    threads: int | None = None  # None: every core this process may run on
     context_size: int = 8192  # tokens per slot
     parallel: int = 1  # slots decoded together
     host: str = "127.0.0.1"
@@ -63,7 +63,7 @@ def start_server(settings: ServerSettings):
 
     params = xllamacpp.CommonParams()
     params.model.path = str(settings.model_path)
-    threads = settings.threads or os.cpu_count() or 1
+    threads = settings.threads or usable_cores()
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.n_parallel = settings.parallel
