@@ -63,12 +63,18 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
+# The tests run in TEST_WORKERS pytest-xdist workers, each on its share of the cores; tests that
+# share a costly fixture (SciFact's whole-corpus encoding, a local Ray) stay on one worker
+# (arhn_assets_tests/helpers/workers.py). TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup $(BIN)/.installed-dev $(CHROMIUM)
-	$(BIN)/python -m pytest -q -ra
+	$(PYTEST)
 
 # The edit loop: every unit test and the small asset tests (no test marked slow), no browser.
 test-fast: setup $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -q -ra -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # ruff's formatter and linter, configured in pyproject.toml; .ci/run checks both before the tests.
 lint: $(BIN)/.installed-dev

@@ -11,8 +11,14 @@ import pytest
 
 from arhn_assets.core.paths import ArhnPaths
 from arhn_assets_tests.helpers.llm_server import free_port, start_server, stop, wait_until_up
+from arhn_assets_tests.helpers.workers import pin_to_a_share_of_the_cores
 
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config) -> None:
+    """Before any test imports torch or starts llama.cpp: an xdist worker keeps to its cores."""
+    pin_to_a_share_of_the_cores()
 
 
 @pytest.fixture(scope="session")

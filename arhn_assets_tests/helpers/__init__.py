@@ -9,5 +9,6 @@ in subprocesses. Test modules import from here, never from one another.
 - `training`: a toy fine-tuning run and the script a killed training executes;
 - `warehouse`: `dbt build`, reading the lake and the warehouse, and every mart checked against the lake;
 - `llm_server`: a real llama.cpp server (`arhn llm-server`) as a subprocess;
-- `run_configs`: run config pieces (the SmolLM2 judge, a query sample).
+- `run_configs`: run config pieces (the SmolLM2 judge, a query sample);
+- `workers`: each pytest-xdist worker's share of the cores, and the groups that keep shared costs on one worker.
 """
