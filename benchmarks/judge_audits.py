@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--truth", choices=["scifact", "rlhn"], help="audit against one truth only")
     parser.add_argument("--mode", choices=["sentence", "span"], help="audit one stage-1 mode only")
     parser.add_argument("--ranking", choices=sorted(RANKINGS), help="audit one ranking only")
+    parser.add_argument("--instruction", choices=["yes", "no"], help="with or without the task instruction only")
     parser.add_argument("--queries", type=int, default=24, help="SciFact queries with planted false negatives")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "judge_audits.json")
     args = parser.parse_args()
@@ -123,6 +124,7 @@ def main() -> None:
         if (not args.truth or c.truth == args.truth)
         and (not args.mode or c.mode in ("", args.mode))
         and (not args.ranking or c.ranking in ("", args.ranking))
+        and (not args.instruction or c.judge == "reference" or c.instruction == (args.instruction == "yes"))
     ]
     for combo in chosen:
         instance.add_dynamic_partitions("dataset", [combo.partition])
