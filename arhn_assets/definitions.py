@@ -2,6 +2,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from arhn_assets import pool_slots
+
+# Before any run of this code location claims a slot of the `gpu` pool (pool_slots.py says why).
+pool_slots.install()
+
 
 @dg.definitions
 def defs() -> dg.Definitions:

@@ -13,7 +13,6 @@ import pytest
 from arhn_assets.cli import failure_message, pipeline_job
 from arhn_assets.definitions import defs
 from arhn_assets_tests.helpers.run_configs import sample
-from arhn_assets_tests.helpers.workers import SCIFACT_CORPUS
 
 SCIFACT_QUERIES = 40
 # These tests are about ingest and mining; the LLM stages have their own (test_llm_stages.py).
@@ -49,7 +48,6 @@ def instance():
 
 
 @pytest.mark.slow
-@SCIFACT_CORPUS
 def test_scifact_partition_materializes_into_the_lake(lake_home, instance):
     config = {"resources": sample(SCIFACT_QUERIES)}
     result = run_pipeline(instance, "scifact", config)

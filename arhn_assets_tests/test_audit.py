@@ -25,7 +25,6 @@ from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.parsing import parse_snippet
 from arhn_assets.core.sampling import QuerySample
 from arhn_assets_tests.helpers.run_configs import smollm2_resources
-from arhn_assets_tests.helpers.workers import SCIFACT_CORPUS
 
 RLHN_STAGE_2 = "rlhn_llm_judgments/fiqa.stage_2.gpt-4o.jsonl.gz"
 
@@ -193,7 +192,6 @@ def test_an_audit_config_that_cannot_work_is_refused(options, problem):
 
 
 @pytest.mark.slow
-@SCIFACT_CORPUS
 def test_the_oracle_flags_every_planted_false_negative_that_mining_finds_in_scifact(shared_data, embedding_cache):
     """Real SciFact train qrels, the whole corpus, all-MiniLM-L6-v2: the machinery end to end."""
     beir = load_beir_dataset("scifact", [shared_data / "scifact"], download=False)
@@ -326,7 +324,6 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
 
 
 @pytest.mark.slow
-@SCIFACT_CORPUS
 def test_the_oracle_audit_through_dagster_plants_from_the_named_beir_folder(lake_home):
     """A partition of its own (`scifact-oracle`) planting from the `scifact` folder, as the README
     suggests for keeping several audits in the warehouse."""

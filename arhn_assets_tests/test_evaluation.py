@@ -19,7 +19,6 @@ from arhn_assets.core.lake import write_partition
 from arhn_assets.core.training import TRAINED_SCHEMA
 from arhn_assets.definitions import defs
 from arhn_assets_tests.helpers.toy_data import QUERIES, make_passages, make_triplets
-from arhn_assets_tests.helpers.workers import SCIFACT_CORPUS
 
 
 def test_metrics_reproduce_hand_computed_values():
@@ -56,7 +55,6 @@ def test_paired_tests_find_a_consistent_gain_and_no_change():
 
 
 @pytest.mark.slow
-@SCIFACT_CORPUS
 def test_base_model_reproduces_its_published_scifact_ndcg(shared_data, embedding_cache):
     scifact = load_beir_dataset("scifact", [shared_data / "scifact"], download=False)
     per_query = evaluate(Encoder(EncoderSpec(), embedding_cache), scifact)

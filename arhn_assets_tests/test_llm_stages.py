@@ -34,7 +34,6 @@ from arhn_assets_tests.helpers.llm_stages import (
 from arhn_assets_tests.helpers.processes import kill_after_stored_calls
 from arhn_assets_tests.helpers.run_configs import make_run_ranking, smollm2_resources
 from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets, toy_candidates
-from arhn_assets_tests.helpers.workers import SCIFACT_CORPUS
 
 pytestmark = pytest.mark.slow  # real llama.cpp judges and Dagster runs through the LLM stages
 
@@ -231,7 +230,6 @@ def test_constrained_rankings_are_always_complete_permutations(backend):
         assert completion.finish_reason == "stop"
 
 
-@SCIFACT_CORPUS
 def test_pipes_worker_runs_the_llm_stages_out_of_process_on_scifact(lake_home):
     """The path vLLM takes on a GPU, run here with the embedded backend on a SciFact slice: the
     stages execute in a Pipes subprocess, which writes the shared call cache, so the in-process

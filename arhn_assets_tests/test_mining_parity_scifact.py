@@ -11,11 +11,9 @@ from arhn_assets.core.ingest import IngestConfig, ingest
 from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.core.mining_reference import mine_with_sentence_transformers
 from arhn_assets.core.sampling import QuerySample
-from arhn_assets_tests.helpers.workers import SCIFACT_CORPUS
 
 
 @pytest.mark.slow
-@SCIFACT_CORPUS
 def test_scifact_slice_gives_the_same_negatives_as_mine_hard_negatives(arhn_paths, embedding_cache):
     data = ingest("scifact", arhn_paths, IngestConfig(download=False), QuerySample(120))
     positives = data.triplets["positive_ids"].explode().unique()

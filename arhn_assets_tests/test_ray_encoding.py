@@ -10,10 +10,9 @@ import pytest
 from arhn_assets.core.embeddings import Encoder, EncoderSpec
 from arhn_assets.core.ray_encoding import RayEncoding
 from arhn_assets.defs.resources import EmbeddingModel, RayConnection
-from arhn_assets_tests.helpers.workers import LOCAL_RAY
 
 ray = pytest.importorskip("ray")
-pytestmark = [pytest.mark.slow, LOCAL_RAY]  # a Ray cluster and a sentence-transformers actor on CPU
+pytestmark = pytest.mark.slow  # a Ray cluster and a sentence-transformers actor on CPU
 
 TEXTS = [f"Passage {i}: plants need light, water and {'carbon dioxide ' * (i % 5)}to grow." for i in range(40)]
 
