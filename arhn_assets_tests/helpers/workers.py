@@ -1,24 +1,14 @@
-"""How `make test` spreads the tests over pytest-xdist workers (`-n 2 --dist loadgroup`).
+"""How `make test-fast` spreads the tests over pytest-xdist workers (`-n 2`).
 
 Each worker runs on a disjoint share of the cores, and so does everything it starts (llama.cpp,
 torch, Dagster subprocesses): llama.cpp's threads spin at every barrier, so two workers' threads
 on the same cores would slow each other many times over. Every default thread count in the
 product follows the process's affinity (`core/cores.py`, OpenMP), so nothing oversubscribes.
-Tests that share something costly to make are grouped onto one worker by the marks below.
 """
 
 from __future__ import annotations
 
 import os
-
-import pytest
-
-# Tests that encode SciFact's whole corpus (5,183 passages) with the base model, through the
-# session's embedding cache: one worker runs them all, so the corpus is encoded once, not per worker.
-SCIFACT_CORPUS = pytest.mark.xdist_group("scifact_corpus")
-# Tests that start a local Ray cluster: one worker runs them all, so that two clusters never share
-# the cores and a module's cluster fixture starts once.
-LOCAL_RAY = pytest.mark.xdist_group("local_ray")
 
 
 def pin_to_a_share_of_the_cores() -> None:
