@@ -8,7 +8,8 @@ one of 20 tries (test_pool_slots). Here the update also requires the slot to be 
 wins, the others are blocked, and Dagster's executor retries a blocked step until a slot frees.
 
 Written by hand and installed over Dagster's private `_claim_concurrency_slot` when the code
-location loads (definitions.py), because Dagster has no such check and no hook for one.
+location loads (definitions.py), because Dagster has no such check and no hook for one; the
+dagster<1.14 pin in pyproject.toml keeps that private name where this module reads it.
 test_pool_slots fails the day Dagster's own claim is safe, so that this can go.
 """
 

@@ -20,18 +20,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def dagster_home(tmp_path, monkeypatch) -> Path:
-    """An instance made from the repository's dagster.yaml (SQLite storage, the gpu pool's limit 1)."""
+def storage(tmp_path, monkeypatch):
+    """The event log storage of an instance made from the repository's dagster.yaml (SQLite, the
+    gpu pool's limit 1), in $DAGSTER_HOME, where the claiming processes open it too."""
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with dg.DagsterInstance.get() as instance:
         assert instance.event_log_storage.initialize_concurrency_limit_to_default("gpu")
-    return tmp_path
-
-
-@pytest.fixture
-def storage(dagster_home):
-    with dg.DagsterInstance.get() as instance:
         yield instance.event_log_storage
 
 
