@@ -63,15 +63,14 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
-# One process: spread over two pytest-xdist workers, the whole suite saved 1.6 of 32 minutes on 2
-# cores (its slow tests keep both cores busy), so CI keeps the simpler run. It prints its 25
-# slowest tests: where the next minute of CI time is.
+# One process: two pytest-xdist workers saved little on 2 cores, because the slow tests already keep
+# both busy (README, "Tests"). It prints its 25 slowest tests: where the next minute of CI time is.
 test: setup $(BIN)/.installed-dev $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra --durations=25
 
 # The edit loop: every unit test and the small asset tests (no test marked slow), no browser, in
-# TEST_WORKERS pytest-xdist workers, each on its share of the cores (arhn_assets_tests/helpers/workers.py):
-# 2m01s for 633 tests, against 2m47s for 627 in one process, on 2 cores. TEST_WORKERS=0: one process.
+# TEST_WORKERS pytest-xdist workers, each on its share of the cores (arhn_assets_tests/helpers/workers.py;
+# timings in the README). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test-fast: setup $(BIN)/.installed-dev
 	$(BIN)/python -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS)
