@@ -64,7 +64,7 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
 # One process: two pytest-xdist workers saved little on 2 cores, because the slow tests already keep
-# both busy (README, "Tests"). It prints its 25 slowest tests: where the next minute of CI time is.
+# both busy (README, "Set up and run"). It prints its 25 slowest tests: where the next minute of CI time is.
 test: setup $(BIN)/.installed-dev $(CHROMIUM)
 	$(BIN)/python -m pytest -q -ra --durations=25
 
