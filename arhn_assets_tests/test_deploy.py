@@ -874,6 +874,13 @@ def test_kuberay_run_config_is_valid_with_arhn_ray_kuberay(kuberay_run_config, r
     job = defs().resolve_job_def("arhn_pipeline")
     resolved = dg.validate_run_config(job, kuberay_run_config)["resources"]
     assert resolved["ray"]["config"]["ray_job"]["spec"]["ray_cluster_spec"]["enable_in_tree_autoscaling"] is True
+    # A RayCluster only for a stage with execution 'ray', not for every mining or LLM step.
+    assert resolved["ray"]["config"]["lifecycle"] == {
+        "create": False,
+        "wait": False,
+        "connect": False,
+        "cleanup": "always",
+    }
     assert language_model_settings(kuberay_run_config) == language_model_settings(ray_run_config)
     # Without ARHN_RAY=kuberay the `ray` resource is RayConnection, which has no `ray_job`.
     monkeypatch.delenv("ARHN_RAY")

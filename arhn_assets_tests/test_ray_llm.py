@@ -42,7 +42,7 @@ from arhn_assets.core.rankings import RankingConfig
 from arhn_assets.core.snippets import SnippetConfig
 from arhn_assets.defs.partitions import dataset_partitions
 from arhn_assets.defs.rankings import answerability_rankings
-from arhn_assets.defs.resources import RAY_WHOLE_PASS, ArhnStorage, LanguageModel, RayConnection
+from arhn_assets.defs.resources import RAY_WHOLE_PASS, ArhnStorage, LanguageModel, RayConnection, ray_resource
 from arhn_assets.defs.snippets import answer_snippets
 from arhn_assets.workers.llm_stage import run_stage
 from arhn_assets_tests.helpers.llm_server import API_KEY, MODEL, free_port
@@ -127,6 +127,16 @@ def test_no_ray_cluster_at_the_address_fails_before_any_work(tmp_path):
         model.run_stage(dg.build_asset_context(), paths, "answer_snippets", frames(), asdict(SnippetConfig()))
     assert time.monotonic() - began < 10
     assert not (paths.home / "cache").exists() and not ray.is_initialized()
+
+
+def test_a_step_that_sets_nothing_starts_no_ray():
+    """Every mining and LLM step has the `ray` resource. Built from an empty launch config, as a run
+    that does not mention it builds it, it must leave Ray alone: dagster-ray's own lifecycle
+    default starts a local Ray (or creates a KubeRay cluster) in every such step."""
+    with dg.build_resources({"ray": ray_resource()}, resource_config={"ray": {"config": {}}}) as resources:
+        lifecycle = resources.ray.lifecycle
+        assert (lifecycle.create, lifecycle.wait, lifecycle.connect) == (False, False, False)
+        assert not ray.is_initialized()
 
 
 @pytest.fixture(scope="module")

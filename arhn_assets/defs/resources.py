@@ -29,6 +29,13 @@ try:  # the optional `ray` extra (pip install 'arhn[ray]'): Ray Data and dagster
 except ImportError:
     Lifecycle = RayResource = None
 
+# The `ray` resource's lifecycle: nothing when a step starts. connect_ray creates, waits and
+# connects only in a stage that runs with execution 'ray'; dagster-ray's default does all three in
+# every step that has the resource (a local Ray, or a KubeRay cluster, per mining or LLM step).
+# Given as `default=`: Dagster's config schema drops a default_factory and keeps dagster-ray's.
+ON_DEMAND = Lifecycle(create=False, wait=False, connect=False) if Lifecycle else None
+ON_DEMAND_HELP = "create, wait, connect: false, so that Ray is reached only for a stage with execution 'ray'"
+
 LLM_WORKER_MODULE = "arhn_assets.workers.llm_stage"
 ARHN_HOME_VOLUME = "arhn-home"
 # execution='ray': each call of the backend is a whole pass of the stage (one Ray Data job).
@@ -178,14 +185,11 @@ else:
         `num_cpus` CPUs (null: the cores this process may use, at least 2); 'ray://head:10001' (Ray
         Client) or 'head:6379': a running cluster, e.g. KubeRay's head service; 'auto': the
         cluster this machine belongs to. Ray is connected only when a stage runs with execution
-        'ray' (hence lifecycle.connect false), and disconnected when the step ends."""
+        'ray' (ON_DEMAND), and disconnected when the step ends."""
 
         address: str = Field(default="", description="'' = a local Ray for the step; ray://host:10001; auto")
         num_cpus: int | None = Field(default=None, description="local Ray only: CPUs; null = usable cores, >= 2")
-        lifecycle: Lifecycle = Field(
-            default_factory=lambda: Lifecycle(connect=False),
-            description="connect: false, so that Ray starts only for a stage with execution 'ray'",
-        )
+        lifecycle: Lifecycle = Field(default=ON_DEMAND, description=ON_DEMAND_HELP)
 
         @property
         def host(self) -> str:
@@ -251,7 +255,12 @@ def ray_resource():
     if os.environ.get("ARHN_RAY") == "kuberay":
         from dagster_ray.kuberay import KubeRayInteractiveJob
 
-        return KubeRayInteractiveJob.configure_at_launch()
+        class KubeRayOnDemand(KubeRayInteractiveJob):
+            """KubeRayInteractiveJob whose RayCluster is created only for a stage with execution 'ray'."""
+
+            lifecycle: Lifecycle = Field(default=ON_DEMAND, description=ON_DEMAND_HELP)
+
+        return KubeRayOnDemand.configure_at_launch()
     return RayConnection.configure_at_launch()
 
 
