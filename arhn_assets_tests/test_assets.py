@@ -14,6 +14,8 @@ from arhn_assets.cli import failure_message, pipeline_job
 from arhn_assets.definitions import defs
 from arhn_assets_tests.helpers.run_configs import sample
 
+pytestmark = pytest.mark.all_cores
+
 SCIFACT_QUERIES = 40
 # These tests are about ingest and mining; the LLM stages have their own (test_llm_stages.py).
 INGEST_AND_MINING = "group:ingest or group:mining"

@@ -192,6 +192,7 @@ def test_an_audit_config_that_cannot_work_is_refused(options, problem):
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_the_oracle_flags_every_planted_false_negative_that_mining_finds_in_scifact(shared_data, embedding_cache):
     """Real SciFact train qrels, the whole corpus, all-MiniLM-L6-v2: the machinery end to end."""
     beir = load_beir_dataset("scifact", [shared_data / "scifact"], download=False)
@@ -259,6 +260,7 @@ def test_a_bad_rlhn_record_is_skipped_by_file_line_and_field_and_the_others_kept
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_it_alike(lake_home, shared_data):
     """Through Dagster: the real SmolLM2 judges one RLHN record, then dbt builds judge_agreement."""
     import dagster as dg
@@ -324,6 +326,7 @@ def test_the_judge_audit_asset_audits_the_embedded_llm_and_the_warehouse_scores_
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_the_oracle_audit_through_dagster_plants_from_the_named_beir_folder(lake_home):
     """A partition of its own (`scifact-oracle`) planting from the `scifact` folder, as the README
     suggests for keeping several audits in the warehouse."""

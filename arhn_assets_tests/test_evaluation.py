@@ -55,6 +55,7 @@ def test_paired_tests_find_a_consistent_gain_and_no_change():
 
 
 @pytest.mark.slow
+@pytest.mark.all_cores
 def test_base_model_reproduces_its_published_scifact_ndcg(shared_data, embedding_cache):
     scifact = load_beir_dataset("scifact", [shared_data / "scifact"], download=False)
     per_query = evaluate(Encoder(EncoderSpec(), embedding_cache), scifact)

@@ -35,7 +35,7 @@ from arhn_assets_tests.helpers.processes import kill_after_stored_calls
 from arhn_assets_tests.helpers.run_configs import make_run_ranking, smollm2_resources
 from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets, toy_candidates
 
-pytestmark = pytest.mark.slow  # real llama.cpp judges and Dagster runs through the LLM stages
+pytestmark = [pytest.mark.slow, pytest.mark.all_cores]  # real llama.cpp judges and Dagster runs through the LLM stages
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from arhn_assets.core.mining import MiningConfig, mine_negatives
 from arhn_assets.core.mining_reference import mine_with_sentence_transformers
 from arhn_assets.core.sampling import QuerySample
 
+pytestmark = pytest.mark.all_cores
+
 
 @pytest.mark.slow
 def test_scifact_slice_gives_the_same_negatives_as_mine_hard_negatives(arhn_paths, embedding_cache):

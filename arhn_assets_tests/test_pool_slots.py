@@ -16,6 +16,8 @@ from dagster._core.storage.sqlalchemy_compat import db_select
 import arhn_assets.definitions  # noqa: F401  (the code location installs the claim)
 from arhn_assets.pool_slots import DAGSTERS_CLAIM, claim_a_free_slot, take_slot_if_free
 
+pytestmark = pytest.mark.all_cores
+
 REPO = Path(__file__).resolve().parents[1]
 
 

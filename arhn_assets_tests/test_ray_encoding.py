@@ -12,7 +12,7 @@ from arhn_assets.core.ray_encoding import RayEncoding
 from arhn_assets.defs.resources import EmbeddingModel, RayConnection
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow  # a Ray cluster and a sentence-transformers actor on CPU
+pytestmark = [pytest.mark.slow, pytest.mark.all_cores]  # a Ray cluster and a sentence-transformers actor on CPU
 
 TEXTS = [f"Passage {i}: plants need light, water and {'carbon dioxide ' * (i % 5)}to grow." for i in range(40)]
 

@@ -49,7 +49,7 @@ from arhn_assets_tests.helpers.llm_server import API_KEY, MODEL, free_port
 from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets, toy_candidates
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow  # Ray clusters, llama.cpp actors and a llama.cpp server on CPU
+pytestmark = [pytest.mark.slow, pytest.mark.all_cores]  # Ray clusters, llama.cpp actors and a llama.cpp server on CPU
 
 CANDIDATES = toy_candidates(2, 3)  # 6 snippets; per query 3 candidates: two ranking windows, two passes
 RANKING = RankingConfig(window_size=2, step=1)

@@ -16,7 +16,7 @@ from arhn_assets.definitions import defs
 from arhn_assets_tests.helpers.run_configs import make_run_ranking, smollm2_resources
 from arhn_assets_tests.helpers.warehouse import assert_warehouse_matches_lake
 
-pytestmark = pytest.mark.slow  # the whole pipeline, training and evaluation
+pytestmark = [pytest.mark.slow, pytest.mark.all_cores]  # the whole pipeline, training and evaluation
 
 
 def cut_scifact(

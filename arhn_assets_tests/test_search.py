@@ -61,6 +61,7 @@ def assert_same(hits, reference) -> None:
 
 
 @pytest.mark.parametrize(("chunk", "query_chunk"), [(7, 4096), (64, 100), (1000, 333), (8192, 4096)])
+@pytest.mark.all_cores
 def test_streamed_exact_search_equals_the_in_memory_search(scifact_sized, chunk, query_chunk):
     corpus, queries, tracked = scifact_sized
     k = 112  # SciFact's window with the default settings, plus a reserve
@@ -187,6 +188,7 @@ def recall(rows: torch.Tensor, exact: torch.Tensor) -> float:
         ("HNSW32", {"ef_search": 64}, 0.9),
     ],
 )
+@pytest.mark.all_cores
 def test_faiss_indexes_find_the_neighbours_and_the_rerank_makes_them_exact(clusters, factory, options, floor):
     corpus, queries = clusters
     exact = exact_search(queries, corpus, 10, 8192, 4096)

@@ -373,6 +373,7 @@ def test_mined_ntuples_round_trip_through_landing_and_ingest(tmp_path, mined):
     assert set(result.triplets["source"]) == {"st:n-tuple"}
 
 
+@pytest.mark.all_cores
 def test_one_training_step_on_the_exported_ntuple_dataset(tmp_path, mined):
     """mine_hard_negatives -> landing -> ingest -> export -> load_from_disk -> SentenceTransformerTrainer."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments

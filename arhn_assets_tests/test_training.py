@@ -18,6 +18,8 @@ from arhn_assets.core.training import TrainingConfig, teacher_scores, train_retr
 from arhn_assets_tests.helpers.toy_data import make_passages, make_triplets
 from arhn_assets_tests.helpers.training import TRAINING_RUN, refined_slice, train_toy
 
+pytestmark = pytest.mark.all_cores
+
 
 def test_rows_cover_every_positive_and_rotate_the_negatives():
     refined = pl.DataFrame(

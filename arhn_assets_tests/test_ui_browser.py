@@ -23,7 +23,7 @@ import pytest
 from arhn_assets.definitions import defs
 from arhn_assets_tests.ui_server import REPO_ROOT, DagsterDev
 
-pytestmark = pytest.mark.slow  # a Dagster UI driven by Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.all_cores]  # a Dagster UI driven by Chromium
 
 CHROMIUM = Path(os.environ.get("ARHN_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

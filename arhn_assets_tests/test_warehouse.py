@@ -24,6 +24,8 @@ from arhn_assets.definitions import defs
 from arhn_assets_tests.helpers.run_configs import smollm2_resources
 from arhn_assets_tests.helpers.warehouse import LAKE_TABLES, MARTS, SERVED_TABLES
 
+pytestmark = pytest.mark.all_cores
+
 STAGING = "key:stg_raw_triplets or key:stg_mined_negatives"
 # A user's DuckDB shell on the warehouse: opened read-write, as `duckdb warehouse.duckdb` does,
 # holding the file (and DuckDB's write lock) until told to go.
