@@ -64,21 +64,23 @@ $(CHROMIUM):
 	$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 
 # pytest-xdist workers for the tests that use one core at a time, each worker pinned to its own
-# core (arhn_assets_tests/helpers/workers.py). TEST_WORKERS=0: one process.
+# core (arhn_assets_tests/helpers/workers.py); an idle worker takes tests queued for a busy one
+# (worksteal; timings in the README). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist worksteal
 
 # Two passes (README, "Set up and run"): the tests that use one core at a time in TEST_WORKERS
 # workers, then those marked all_cores (pyproject.toml) in one process that has every core. Both
 # passes run even if the first fails, and each prints its slowest tests.
 test: setup $(BIN)/.installed-dev $(CHROMIUM)
-	$(BIN)/python -m pytest -q -ra -m "not all_cores" -n $(TEST_WORKERS) --durations=10; one=$$?; \
+	$(BIN)/python -m pytest -q -ra -m "not all_cores" $(XDIST) --durations=10; one=$$?; \
 	$(BIN)/python -m pytest -q -ra -m all_cores --durations=25; two=$$?; \
 	exit $$(( one ? one : two ))
 
 # The edit loop: every unit test and the small asset tests (no test marked slow), no browser, in
 # TEST_WORKERS workers (timings in the README).
 test-fast: setup $(BIN)/.installed-dev
-	$(BIN)/python -m pytest -q -ra -m "not slow" -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -ra -m "not slow" $(XDIST)
 
 # ruff's formatter and linter, configured in pyproject.toml; .ci/run checks both before the tests.
 lint: $(BIN)/.installed-dev

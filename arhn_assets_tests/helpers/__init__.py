@@ -10,5 +10,5 @@ in subprocesses. Test modules import from here, never from one another.
 - `warehouse`: `dbt build`, reading the lake and the warehouse, and every mart checked against the lake;
 - `llm_server`: a real llama.cpp server (`arhn llm-server`) as a subprocess;
 - `run_configs`: run config pieces (the SmolLM2 judge, a query sample);
-- `workers`: each pytest-xdist worker's share of the cores (`make test-fast`).
+- `workers`: each pytest-xdist worker's share of the cores (`make test-fast`, the first pass of `make test`).
 """

@@ -1,4 +1,4 @@
-"""How `make test-fast` spreads the tests over pytest-xdist workers (`-n 2`).
+"""How `make test-fast` and the first pass of `make test` spread tests over pytest-xdist workers (`-n 2`).
 
 Each worker runs on a disjoint share of the cores, and so does everything it starts (llama.cpp,
 torch, Dagster subprocesses): llama.cpp's threads spin at every barrier, so two workers' threads
